@@ -1,0 +1,5 @@
+import sys
+
+from crossmae.cli import main
+
+sys.exit(main())

@@ -1,0 +1,42 @@
+"""`crossmae <command>`: one sub-command per module; user errors print one sentence, exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from crossmae.errors import CrossMAEError
+
+# Sub-command name -> module with `add_arguments(parser)` and `run(args) -> int | None`.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "models": ("crossmae.commands.models", "list the registered model configs"),
+    "export": ("crossmae.commands.export", "export an encoder (e.g. to timm safetensors)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crossmae", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        importlib.import_module(module).add_arguments(cmd)
+        cmd.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code = importlib.import_module(args._module).run(args)
+    except CrossMAEError as err:
+        print(f"crossmae {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"crossmae {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

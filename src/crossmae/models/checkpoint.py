@@ -1,0 +1,48 @@
+"""This package's checkpoint format, and one loader for ours and the authors'."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from crossmae.errors import CrossMAEError
+from crossmae.models.autoencoder import MaskedAutoencoder
+from crossmae.models.config import AutoencoderConfig
+from crossmae.models.official import load_official_checkpoint
+from crossmae.serialization import atomic_torch_save, load_state_dict_strict, safe_torch_load
+
+FORMAT = "crossmae"
+
+
+def model_checkpoint(model: MaskedAutoencoder, **extra: Any) -> dict[str, Any]:
+    """The dict we save: format tag, model config, weights, and any training state in `extra`."""
+    return {
+        "format": FORMAT,
+        "model_config": model.config.to_dict(),
+        "model": model.state_dict(),
+        **extra,
+    }
+
+
+def save_model(path: str | Path, model: MaskedAutoencoder, **extra: Any) -> None:
+    atomic_torch_save(model_checkpoint(model, **extra), path)
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], what: str) -> MaskedAutoencoder:
+    """Rebuild and strictly load a model from a dict made by `model_checkpoint`."""
+    config = AutoencoderConfig.from_dict(ckpt["model_config"])
+    model = MaskedAutoencoder(config)
+    load_state_dict_strict(model, ckpt["model"], what)
+    return model
+
+
+def load_model(path: str | Path) -> nn.Module:
+    """Any checkpoint: ours (a MaskedAutoencoder) or the authors' (`load_official_checkpoint`)."""
+    ckpt = safe_torch_load(path)
+    if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
+        if "model_config" not in ckpt or "model" not in ckpt:
+            raise CrossMAEError(f"{path} is a crossmae checkpoint without a model")
+        return model_from_checkpoint(ckpt, f"checkpoint {path}")
+    return load_official_checkpoint(path)

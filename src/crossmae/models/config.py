@@ -1,0 +1,140 @@
+"""One dataclass describes every model: encoder, decoder kind, fusion and loss settings."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from crossmae.errors import CrossMAEError
+from crossmae.models.masking import mask_counts
+
+
+def _pair(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+@dataclass
+class AutoencoderConfig:
+    """Architecture and objective of a MAE or CrossMAE model.
+
+    `decoder="cross"` is CrossMAE: cross-attention decoder, partial reconstruction of a
+    fraction `prediction_ratio` of all patches, inter-block feature fusion when `fusion`.
+    `decoder="mae"` is the MAE baseline: self-attention over all L positions.
+    """
+
+    decoder: Literal["cross", "mae"] = "cross"
+    img_size: int | tuple[int, int] = 224
+    patch_size: int = 16
+    in_chans: int = 3
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    decoder_dim: int = 512
+    decoder_depth: int = 12
+    decoder_heads: int = 16
+    mask_ratio: float = 0.75
+    prediction_ratio: float = 0.75
+    norm_pix_loss: bool = True
+    fusion: bool = True
+    # Encoder blocks (0-based, negative from the end) the fusion reads; None means all.
+    fusion_layers: list[int] | None = None
+    fusion_input: bool = True
+    fusion_weights: Literal["linear", "softmax"] = "linear"
+    fusion_project: bool = False
+    decoder_self_attn: bool = False
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        h, w = _pair(self.img_size)
+        return h // self.patch_size, w // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        gh, gw = self.grid_size
+        return gh * gw
+
+    @property
+    def uses_fusion(self) -> bool:
+        return self.decoder == "cross" and self.fusion
+
+    @property
+    def encoder_final_norm(self) -> bool:
+        """Fusion models normalise each decoder block's input instead of the encoder output."""
+        return not self.uses_fusion
+
+    @property
+    def fusion_blocks(self) -> list[int]:
+        """Sorted, non-negative encoder block indices the fusion reads."""
+        layers = self.fusion_layers
+        if layers is None or list(layers) == [-1]:
+            return list(range(self.depth))
+        return sorted({i if i >= 0 else self.depth + i for i in layers})
+
+    def validate(self) -> AutoencoderConfig:
+        """Raise CrossMAEError naming the first impossible setting."""
+        h, w = _pair(self.img_size)
+        if self.decoder not in ("cross", "mae"):
+            raise CrossMAEError(f"decoder must be 'cross' or 'mae', got {self.decoder!r}")
+        if h % self.patch_size or w % self.patch_size:
+            raise CrossMAEError(
+                f"image size {h}x{w} is not divisible by the patch size {self.patch_size}"
+            )
+        if self.in_chans < 1:
+            raise CrossMAEError(f"in_chans must be at least 1, got {self.in_chans}")
+        if not 0.0 < self.mask_ratio < 1.0:
+            raise CrossMAEError(f"mask ratio must be between 0 and 1, got {self.mask_ratio}")
+        if self.decoder == "cross" and not 0.0 < self.prediction_ratio <= self.mask_ratio:
+            raise CrossMAEError(
+                f"prediction ratio must be in (0, mask ratio {self.mask_ratio}], "
+                f"got {self.prediction_ratio}"
+            )
+        for width, heads, what in (
+            (self.embed_dim, self.num_heads, "encoder"),
+            (self.decoder_dim, self.decoder_heads, "decoder"),
+        ):
+            if width % heads:
+                raise CrossMAEError(f"{what} width {width} is not divisible by {heads} heads")
+        if self.embed_dim % 4 or self.decoder_dim % 4:
+            raise CrossMAEError("encoder and decoder widths must be divisible by 4")
+        if self.uses_fusion and any(
+            not -self.depth <= i < self.depth for i in self.fusion_layers or []
+        ):
+            raise CrossMAEError(
+                f"fusion layers {self.fusion_layers} are outside the {self.depth} encoder blocks"
+            )
+        gamma = self.prediction_ratio if self.decoder == "cross" else self.mask_ratio
+        try:
+            counts = mask_counts(self.num_patches, self.mask_ratio, gamma)
+        except ValueError as err:
+            raise CrossMAEError(str(err)) from None
+        if counts.decoded < 1:
+            raise CrossMAEError(
+                f"mask ratio {self.mask_ratio} and prediction ratio {gamma} decode no patch "
+                f"out of {self.num_patches}"
+            )
+        return self
+
+    def replace(self, **changes: Any) -> AutoencoderConfig:
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise CrossMAEError(f"unknown model setting(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        if isinstance(out["img_size"], tuple):
+            out["img_size"] = list(out["img_size"])
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AutoencoderConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise CrossMAEError(f"unknown model setting(s): {', '.join(sorted(unknown))}")
+        data = dict(data)
+        if isinstance(data.get("img_size"), list):
+            data["img_size"] = tuple(data["img_size"])
+        return cls(**data)

@@ -1,0 +1,169 @@
+"""The authors' checkpoints (facebookresearch/mae, TonyLianLong/CrossMAE) in this package.
+
+Their files are `{'model': state_dict, 'args': argparse.Namespace, ...}`; `args` names the
+architecture (`args.model`, or an `args.arch` dict) and the CrossMAE switches.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from crossmae.errors import CrossMAEError
+from crossmae.models.autoencoder import MaskedAutoencoder
+from crossmae.models.config import AutoencoderConfig
+from crossmae.models.registry import VIT_SIZES
+from crossmae.serialization import load_state_dict_strict, safe_torch_load
+
+# Authors' name prefix -> ours; the encoder keeps timm's names under `encoder.`.
+_RENAMES = (
+    ("decoder_blocks.", "decoder.blocks."),
+    ("decoder_pos_embed", "decoder.pos_embed"),
+    ("decoder_embed.", "decoder.embed."),
+    ("decoder_norm.", "decoder.norm."),
+    ("decoder_pred.", "decoder.pred."),
+    ("mask_token", "decoder.mask_token"),
+    ("wfm.linear.weight", "decoder.fusion.weight"),
+    ("dec_norms.", "decoder.fusion.norms."),
+)
+_ENCODER_PREFIXES = ("cls_token", "pos_embed", "patch_embed.", "blocks.", "norm.")
+
+
+def _rename(key: str) -> str:
+    for old, new in _RENAMES:
+        if key.startswith(old):
+            return new + key[len(old) :]
+    if key.startswith(_ENCODER_PREFIXES):
+        return "encoder." + key
+    return key
+
+
+def convert_official_state_dict(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """Authors' parameter names -> this package's (works on gradients and any keyed dict too).
+
+    The authors' CrossMAE encoder adds no position embedding to [CLS] (its row is zero in
+    their init, but not in an arbitrary checkpoint); ours always adds it, so for CrossMAE
+    checkpoints that row is set to zero and both compute the same function.
+    """
+    out = {_rename(k.removeprefix("module.")): v for k, v in state_dict.items()}
+    is_cross = any(".cross_attn." in k for k in out)
+    pos = out.get("encoder.pos_embed")
+    if is_cross and isinstance(pos, torch.Tensor):
+        pos = pos.clone()
+        pos[:, :1] = 0
+        out["encoder.pos_embed"] = pos
+    return out
+
+
+def _args_dict(args: Any) -> dict[str, Any]:
+    if args is None:
+        return {}
+    if isinstance(args, argparse.Namespace):
+        return vars(args)
+    if isinstance(args, dict):
+        return args
+    raise CrossMAEError(f"checkpoint 'args' is a {type(args).__name__}, not an argparse.Namespace")
+
+
+def _size_from_name(model_name: str) -> str:
+    for size in VIT_SIZES:
+        if f"vit_{size}_" in model_name:
+            return size
+    raise CrossMAEError(
+        f"unknown architecture {model_name!r} in the checkpoint's args.model; expected one of "
+        "mae_vit_{small,base,large,huge}_patch* (or an args.arch dict)"
+    )
+
+
+def config_from_official_args(args: Any, state_dict: dict[str, torch.Tensor]) -> AutoencoderConfig:
+    """Rebuild the architecture and objective from the authors' `args`."""
+    a = _args_dict(args)
+    cross = bool(a.get("cross_mae", False))
+    arch = a.get("arch")
+    if isinstance(arch, dict):
+        fields: dict[str, Any] = {
+            "img_size": arch["img"], "patch_size": arch["patch"], "embed_dim": arch["dim"],
+            "depth": arch["depth"], "num_heads": arch["heads"], "decoder_dim": arch["ddim"],
+            "decoder_depth": arch["ddepth"], "decoder_heads": arch["dheads"],
+            "mlp_ratio": float(arch.get("mlp", 4.0)),
+        }  # fmt: skip
+    else:
+        size = _size_from_name(str(a.get("model", "")))
+        patch, dim, depth, heads = VIT_SIZES[size]
+        dec_dim, dec_heads = (256, 8) if size == "small" and cross else (512, 16)
+        fields = {
+            "patch_size": patch, "embed_dim": dim, "depth": depth, "num_heads": heads,
+            "decoder_dim": dec_dim, "decoder_heads": dec_heads, "decoder_depth": 8,
+        }  # fmt: skip
+    if "input_size" in a:
+        fields["img_size"] = int(a["input_size"])
+    weight = state_dict.get("patch_embed.proj.weight")
+    if weight is not None:
+        fields["in_chans"] = int(weight.shape[1])
+    mask_ratio = float(a.get("mask_ratio", 0.75))
+    fields |= {"mask_ratio": mask_ratio, "norm_pix_loss": bool(a.get("norm_pix_loss", False))}
+    if cross:
+        fields |= {
+            "decoder": "cross",
+            "decoder_depth": int(a.get("decoder_depth", fields["decoder_depth"])),
+            "prediction_ratio": float(a.get("kept_mask_ratio", mask_ratio)),
+            "fusion": bool(a.get("weight_fm", False)),
+            "fusion_layers": list(a.get("use_fm", [-1])),
+            "fusion_input": bool(a.get("use_input", False)),
+            "decoder_self_attn": bool(a.get("self_attn", False)),
+        }
+    else:
+        fields |= {"decoder": "mae", "prediction_ratio": mask_ratio}
+    try:
+        return AutoencoderConfig(**fields).validate()
+    except TypeError as err:
+        raise CrossMAEError(f"the checkpoint's args do not describe a model: {err}") from None
+
+
+def _encoder_only_model(args: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> nn.Module:
+    """A fine-tuned (or encoder-only) checkpoint -> the timm ViT classifier it came from."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    size = _size_from_name(str(args.get("model", ""))) if "model" in args else None
+    if "patch_embed.proj.weight" not in state_dict or "pos_embed" not in state_dict:
+        raise CrossMAEError("the checkpoint holds neither an autoencoder nor a ViT encoder")
+    weight = state_dict["patch_embed.proj.weight"]
+    dim, in_chans, patch = int(weight.shape[0]), int(weight.shape[1]), int(weight.shape[2])
+    depth = len({k.split(".")[1] for k in state_dict if k.startswith("blocks.")})
+    heads = VIT_SIZES[size][3] if size else max(1, dim // 64)
+    num_tokens = int(state_dict["pos_embed"].shape[1]) - 1
+    img_size = int(args.get("input_size", round(num_tokens**0.5) * patch))
+    head = state_dict.get("head.weight")
+    model = VisionTransformer(
+        img_size=img_size, patch_size=patch, in_chans=in_chans, embed_dim=dim, depth=depth,
+        num_heads=heads, num_classes=int(head.shape[0]) if head is not None else 0,
+        global_pool="avg" if "fc_norm.weight" in state_dict else "token",
+    )  # fmt: skip
+    load_state_dict_strict(model, state_dict, "the encoder checkpoint")
+    return model
+
+
+def load_official_checkpoint(path: str | Path) -> nn.Module:
+    """A ready model from a checkpoint written by the authors' MAE or CrossMAE code.
+
+    Pretraining checkpoints give a `MaskedAutoencoder` (weights loaded strictly, masking and
+    loss settings from `args`); encoder-only (fine-tuned) ones give a timm ViT. Unpickling
+    allows only tensors, containers and argparse.Namespace.
+    """
+    ckpt = safe_torch_load(path)
+    if not isinstance(ckpt, dict):
+        raise CrossMAEError(f"{path} is not a checkpoint dict (found a {type(ckpt).__name__})")
+    state_dict = ckpt.get("model", ckpt)
+    if not isinstance(state_dict, dict):
+        raise CrossMAEError(f"{path} has no state dict under 'model'")
+    args = _args_dict(ckpt.get("args"))
+    state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
+    if "decoder_pred.weight" not in state_dict:
+        return _encoder_only_model(args, state_dict)
+    model = MaskedAutoencoder(config_from_official_args(args, state_dict))
+    load_state_dict_strict(model, convert_official_state_dict(state_dict), f"checkpoint {path}")
+    return model

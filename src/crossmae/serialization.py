@@ -1,0 +1,87 @@
+"""Reading checkpoints without ever running code from them, and strict, explained loading."""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from crossmae.errors import CrossMAEError
+
+# The only non-tensor object the authors' checkpoints hold (their `args`).
+SAFE_GLOBALS = [argparse.Namespace]
+
+
+def safe_torch_load(path: str | Path) -> Any:
+    """`torch.load(weights_only=True)` allowing only argparse.Namespace; clear errors otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise CrossMAEError(f"checkpoint {path} does not exist")
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"(?:Unsupported global|global): GLOBAL ([\w.]+ ?[\w.]*)", str(err))
+        what = found.group(1).replace(" ", ".") if found else "a Python object"
+        raise CrossMAEError(
+            f"refused to load {path}: it asks to import {what}, which could run code; "
+            "a checkpoint may hold only tensors, plain containers and argparse.Namespace"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+        raise CrossMAEError(
+            f"{path} is not a readable PyTorch checkpoint (corrupt or truncated?): "
+            f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"
+        ) from None
+
+
+def check_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], what: str) -> None:
+    """Raise CrossMAEError naming the first missing, unexpected or mis-shaped parameter."""
+    expected = model.state_dict()
+    for name, tensor in expected.items():
+        if name not in state_dict:
+            raise CrossMAEError(f"{what} has no parameter {name!r} that the model needs")
+        if tuple(state_dict[name].shape) != tuple(tensor.shape):
+            raise CrossMAEError(
+                f"{what} does not fit the model: {name!r} has shape "
+                f"{tuple(state_dict[name].shape)} in the checkpoint and {tuple(tensor.shape)} "
+                "in the model"
+            )
+    extra = sorted(set(state_dict) - set(expected))
+    if extra:
+        raise CrossMAEError(f"{what} has a parameter {extra[0]!r} that the model does not have")
+
+
+def load_state_dict_strict(
+    model: nn.Module, state_dict: dict[str, torch.Tensor], what: str
+) -> None:
+    check_state_dict(model, state_dict, what)
+    model.load_state_dict(state_dict, strict=True)
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """Write to a temporary file, fsync, then rename: a crash never leaves a torn file."""
+    import os
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
