@@ -9,7 +9,7 @@ from crossmae import convert_official_state_dict, load_official_checkpoint
 from crossmae.models.autoencoder import MaskedAutoencoder
 from crossmae.serialization import safe_torch_load
 
-from .conftest import REFERENCE_DIR
+from conftest import REFERENCE_DIR
 
 CASES = sorted(
     p.name.removesuffix(".checkpoint.pth") for p in REFERENCE_DIR.glob("*.checkpoint.pth")
@@ -48,7 +48,7 @@ def test_matches_reference(case: str):
 
 def test_reference_dir_is_the_shared_copy():
     """The repository's copy stays identical to ../shared/reference when that is present."""
-    shared = Path(__file__).resolve().parents[2] / "shared" / "reference"
+    shared = Path(__file__).resolve().parents[3] / "shared" / "reference"
     if not shared.is_dir() or REFERENCE_DIR.resolve() == shared.resolve():
         pytest.skip("no ../shared/reference beside this clone")
     for case in CASES:
