@@ -27,8 +27,8 @@ def safe_torch_load(path: str | Path) -> Any:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        found = re.search(r"(?:Unsupported global|global): GLOBAL ([\w.]+ ?[\w.]*)", str(err))
-        what = found.group(1).replace(" ", ".") if found else "a Python object"
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        what = found.group(1) if found else "a Python object"
         raise CrossMAEError(
             f"refused to load {path}: it asks to import {what}, which could run code; "
             "a checkpoint may hold only tensors, plain containers and argparse.Namespace"

@@ -47,4 +47,5 @@ class FeatureFusion(nn.Module):
             features = [proj(f) for proj, f in zip(self.projections, features, strict=True)]
         stacked = torch.stack(features, dim=0)  # (k, B, N, C)
         mixed = (self.mixing_matrix() @ stacked.flatten(1)).view(-1, *stacked.shape[1:])
-        return [norm(mixed[i]) for i, norm in enumerate(self.norms)]
+        # unbind, not mixed[i]: indexing's backward would zero-fill a full copy per block
+        return [norm(m) for norm, m in zip(self.norms, mixed.unbind(0), strict=True)]

@@ -13,16 +13,17 @@ def reconstruction_loss(
     norm_pix_loss: bool,
     weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean squared error, computed in float32.
+    """Mean squared error, computed in at least float32 (bf16 predictions are upcast).
 
     pred, target: (B, n, D). Without `weight`, the mean over every element (CrossMAE: only
     decoded patches are predicted). With `weight` (B, n), the per-patch error averaged over
     the patches where it is 1 (MAE: every patch is predicted, masked ones are scored).
     """
-    target = target.float()
+    dtype = torch.promote_types(pred.dtype, torch.float32)
+    target = target.to(dtype)
     if norm_pix_loss:
         target = normalize_patches(target)
-    err = (pred.float() - target) ** 2
+    err = (pred.to(dtype) - target) ** 2
     if weight is None:
         return err.mean()
     err = err.mean(dim=-1)

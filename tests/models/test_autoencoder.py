@@ -1,0 +1,116 @@
+"""Model variants beyond the fixtures: no-fusion, fusion options, channels, shapes, compile."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from crossmae import create_model
+from crossmae.models.patchify import normalize_patches
+
+TINY = {"depth": 3, "decoder_depth": 2}
+
+
+def _imgs(c=3, h=32, w=32, b=2):
+    return torch.randn(b, c, h, w)
+
+
+def test_fusion_mixes_layers_as_written_in_float64():
+    model = create_model("crossmae_vit_tiny_patch4_32", **TINY).double()
+    imgs = _imgs().double()
+    masking = model.mask(2, imgs.device)
+    encoded = model.encode(imgs, masking)
+    feats = encoded.intermediates  # input tokens, then every block
+    assert len(feats) == 1 + 3
+    fusion = model.decoder.fusion
+    got = fusion(feats)
+    for i, norm in enumerate(fusion.norms):
+        mixed = sum(fusion.weight[i, j] * f for j, f in enumerate(feats))
+        expected = F.layer_norm(mixed, (mixed.shape[-1],), norm.weight, norm.bias, eps=1e-6)
+        torch.testing.assert_close(got[i], expected, rtol=1e-12, atol=1e-12)
+
+
+def test_no_fusion_reads_final_normed_layer_in_every_block():
+    model = create_model("crossmae_vit_tiny_patch4_32", fusion=False, **TINY)
+    assert isinstance(model.encoder.norm, torch.nn.LayerNorm)
+    assert model.decoder.fusion is None
+    imgs, noise = _imgs(), torch.rand(2, 64)
+    out = model(imgs, noise=noise)
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    masking = model.mask(2, imgs.device, noise=noise)
+    tokens = model.encoder(imgs, masking.ids_visible).tokens
+    x = model.decoder.queries(masking.ids_decoded)
+    for block in model.decoder.blocks:
+        x = block(x, tokens)
+    torch.testing.assert_close(out.pred, model.decoder.pred(model.decoder.norm(x)))
+
+
+def test_fusion_variants_softmax_projection_and_layer_subset():
+    model = create_model(
+        "crossmae_vit_tiny_patch4_32", fusion_weights="softmax", fusion_project=True,
+        fusion_layers=[0, -1], fusion_input=False, **TINY,
+    )  # fmt: skip
+    fusion = model.decoder.fusion
+    assert fusion.weight.shape == (2, 2) and len(fusion.projections) == 2
+    torch.testing.assert_close(fusion.mixing_matrix().sum(dim=1), torch.ones(2))
+    out = model(_imgs())
+    out.loss.backward()
+    assert fusion.projections[0].weight.grad is not None
+    assert model.config.fusion_blocks == [0, 2]
+
+
+def test_self_attention_ablation_builds_and_trains():
+    model = create_model("crossmae_vit_tiny_patch4_32", decoder_self_attn=True, **TINY)
+    out = model(_imgs())
+    out.loss.backward()
+    assert model.decoder.blocks[0].self_attn.qkv.weight.grad is not None
+
+
+@pytest.mark.parametrize("name", ["crossmae_vit_tiny_patch4_32", "mae_vit_tiny_patch4_32"])
+@pytest.mark.parametrize(("c", "h", "w"), [(1, 32, 32), (5, 32, 48), (3, 16, 40)])
+def test_any_channels_and_non_square_images(name, c, h, w):
+    model = create_model(name, in_chans=c, img_size=(h, w), **TINY)
+    imgs = _imgs(c, h, w)
+    out = model(imgs)
+    n = (h // 4) * (w // 4)
+    assert out.mask.shape == (2, n)
+    assert out.pred.shape[-1] == 16 * c
+    full = torch.zeros(2, n, 16 * c).scatter(
+        1, out.ids_pred[..., None].expand_as(out.pred), out.pred
+    )
+    assert model.unpatchify(full).shape == imgs.shape
+    assert model.forward_features(imgs).shape == (2, 1 + n, 192)
+
+
+def test_noise_makes_it_deterministic_and_decode_all_overrides_gamma():
+    model = create_model("crossmae_vit_tiny_patch4_32", **TINY).eval()
+    imgs, noise = _imgs(), torch.rand(2, 64)
+    a, b = model(imgs, noise=noise), model(imgs, noise=noise)
+    assert torch.equal(a.pred, b.pred) and torch.equal(a.mask, b.mask)
+    assert not torch.equal(a.mask, model(imgs, noise=torch.rand(2, 64)).mask)
+    assert a.pred.shape[1] == 16  # γ = 0.25 of 64
+    full = model(imgs, noise=noise, prediction_ratio=0.75)
+    assert full.pred.shape[1] == 48
+    # decoding is per query: the common patches get the same prediction either way
+    rows = torch.isin(full.ids_pred[0], a.ids_pred[0])
+    torch.testing.assert_close(full.pred[0, rows], a.pred[0], rtol=1e-5, atol=1e-5)
+
+
+def test_mae_loss_averages_over_masked_patches_float64():
+    model = create_model("mae_vit_tiny_patch4_32", **TINY).double()
+    imgs = _imgs().double()
+    out = model(imgs)
+    target = normalize_patches(model.patchify(imgs))
+    per_patch = ((out.pred - target) ** 2).mean(-1)
+    expected = (per_patch * out.mask).sum() / out.mask.sum()
+    torch.testing.assert_close(out.loss, expected, rtol=1e-12, atol=0)
+    assert out.mask.sum().item() == 2 * 48
+
+
+def test_compiled_model_matches_eager_without_graph_breaks():
+    torch._dynamo.reset()
+    model = create_model("crossmae_vit_tiny_patch4_32", depth=2, decoder_depth=2)
+    imgs, noise = _imgs(), torch.rand(2, 64)
+    eager = model(imgs, noise=noise).loss
+    compiled = torch.compile(model, fullgraph=True)  # fullgraph raises on any graph break
+    torch.testing.assert_close(compiled(imgs, noise=noise).loss, eager, rtol=1e-5, atol=1e-6)

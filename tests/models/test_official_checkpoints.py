@@ -1,0 +1,106 @@
+"""The authors' checkpoint formats: released architectures, encoder-only files, unsafe pickles."""
+
+import argparse
+import json
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from crossmae import CrossMAEError, load_official_checkpoint
+from crossmae.models.autoencoder import MaskedAutoencoder
+from crossmae.models.official import config_from_official_args, convert_official_state_dict
+from crossmae.serialization import check_state_dict
+
+from conftest import REFERENCE_DIR
+
+SHAPES = json.loads((REFERENCE_DIR / "reference_state_dict_shapes.json").read_text())
+
+
+def _args(key: str) -> argparse.Namespace:
+    """Namespace as the authors' main_pretrain.py would have written for this release."""
+    kind, model_name, *rest = key.split("/")
+    args = argparse.Namespace(model=model_name, input_size=224, mask_ratio=0.75, norm_pix_loss=True)
+    if kind == "crossmae":
+        args.cross_mae = True
+        args.weight_fm = "weight_fm" in rest[0]
+        args.use_input = "use_input" in rest[0]
+        args.use_fm = [-1]
+        args.self_attn = False
+        args.decoder_depth = int(rest[1].split("=")[1])
+        args.kept_mask_ratio = 0.25
+    return args
+
+
+def _synthetic_state_dict(shapes: dict[str, list[int]], device: str) -> dict[str, torch.Tensor]:
+    return {k: torch.randn(*s, device=device) * 0.02 for k, s in shapes.items()}
+
+
+@pytest.mark.parametrize("key", [k for k in SHAPES if "small" in k or "base" in k])
+def test_released_architectures_load_and_run(key, tmp_path):
+    ckpt = {"model": _synthetic_state_dict(SHAPES[key], "cpu"), "args": _args(key), "epoch": 799}
+    torch.save(ckpt, tmp_path / "release.pth")
+    model = load_official_checkpoint(tmp_path / "release.pth")
+    assert isinstance(model, MaskedAutoencoder)
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 224, 224))
+    assert torch.isfinite(out.loss)
+    expected_rows = 49 if model.is_cross else 196  # γ = 0.25 of 196 patches, MAE predicts all
+    assert out.pred.shape == (2, expected_rows, 768)
+
+
+@pytest.mark.parametrize("key", [k for k in SHAPES if "large" in k or "huge" in k])
+def test_large_released_architectures_match_on_meta(key):
+    sd = _synthetic_state_dict(SHAPES[key], "meta")
+    config = config_from_official_args(_args(key), sd)
+    with torch.device("meta"):
+        model = MaskedAutoencoder(config)
+        check_state_dict(model, convert_official_state_dict(sd), key)
+        out = model(torch.empty(2, 3, 224, 224))
+    assert out.pred.shape[0] == 2 and out.loss.device.type == "meta"
+
+
+def test_encoder_only_finetuned_checkpoint_gives_timm_classifier(tmp_path):
+    import timm
+
+    reference = timm.create_model("vit_small_patch16_224", num_classes=7, global_pool="avg")
+    ckpt = {"model": reference.state_dict(), "args": argparse.Namespace(model="vit_small_patch16")}
+    torch.save(ckpt, tmp_path / "finetuned.pth")
+    model = load_official_checkpoint(tmp_path / "finetuned.pth").eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference.eval()(x))
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch " + str(Path(os.environ["CROSSMAE_MARKER"])),))
+
+
+def test_malicious_checkpoint_is_refused_and_never_executed(tmp_path, monkeypatch):
+    marker = tmp_path / "pwned"
+    monkeypatch.setenv("CROSSMAE_MARKER", str(marker))
+    torch.save({"model": {}, "args": _RunsCode()}, tmp_path / "evil.pth")
+    with pytest.raises(CrossMAEError, match=r"(posix|os)\.system"):
+        load_official_checkpoint(tmp_path / "evil.pth")
+    assert not marker.exists()
+
+
+def test_plain_pickle_and_garbage_are_refused(tmp_path):
+    (tmp_path / "plain.pkl").write_bytes(pickle.dumps({"model": {}}))
+    (tmp_path / "garbage.pth").write_bytes(os.urandom(1000))
+    for name in ("plain.pkl", "garbage.pth"):
+        with pytest.raises(CrossMAEError):
+            load_official_checkpoint(tmp_path / name)
+
+
+def test_architecture_mismatch_names_parameter_and_shapes(tmp_path):
+    ckpt = torch.load(
+        REFERENCE_DIR / "crossmae_wfm_pr075.checkpoint.pth", weights_only=False, map_location="cpu"
+    )
+    ckpt["model"]["decoder_pred.weight"] = torch.randn(10, 32)
+    torch.save(ckpt, tmp_path / "bad.pth")
+    with pytest.raises(CrossMAEError, match=r"decoder\.pred\.weight.*\(10, 32\).*\(48, 32\)"):
+        load_official_checkpoint(tmp_path / "bad.pth")

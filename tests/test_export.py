@@ -1,0 +1,51 @@
+"""`crossmae export --format timm`: timm loads the file strictly and computes the same features."""
+
+import json
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from crossmae import create_model, load_model, save_model
+from crossmae.cli import main
+
+from conftest import REFERENCE_DIR
+
+
+def _export(checkpoint, tmp_path, capsys):
+    out = tmp_path / "encoder.safetensors"
+    assert main(["export", str(checkpoint), "--format", "timm", "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    with safe_open(str(out), "pt") as f:
+        meta = f.metadata()
+    assert meta["timm_model"] in printed
+    kwargs = json.loads(meta["timm_kwargs"])
+    timm_model = timm.create_model(meta["timm_model"], pretrained=False, num_classes=0, **kwargs)
+    timm_model.load_state_dict(load_file(str(out)), strict=True)
+    return meta, timm_model.eval()
+
+
+def test_standard_model_exports_to_plain_timm_name(tmp_path, capsys):
+    model = create_model("mae_vit_small_patch16").eval()
+    save_model(tmp_path / "mae.pth", model)
+    meta, timm_model = _export(tmp_path / "mae.pth", tmp_path, capsys)
+    assert meta["timm_model"] == "vit_small_patch16_224" and json.loads(meta["timm_kwargs"]) == {}
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(timm_model.forward_features(x), model.forward_features(x))
+        torch.testing.assert_close(timm_model(x), model.forward_features(x)[:, 0])
+
+
+@pytest.mark.parametrize("case", ["crossmae_wfm_input_pr025", "mae_npl"])
+def test_small_authors_checkpoint_round_trips(case, tmp_path, capsys):
+    model = load_model(REFERENCE_DIR / f"{case}.checkpoint.pth").eval()
+    _, timm_model = _export(REFERENCE_DIR / f"{case}.checkpoint.pth", tmp_path, capsys)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        ours = model.forward_features(x)
+        if not model.config.encoder_final_norm:  # fusion encoders: timm adds an affine-free norm
+            ours = F.layer_norm(ours, (ours.shape[-1],), eps=1e-6)
+        torch.testing.assert_close(timm_model.forward_features(x), ours, rtol=1e-5, atol=1e-5)
