@@ -49,3 +49,26 @@ def test_small_authors_checkpoint_round_trips(case, tmp_path, capsys):
         if not model.config.encoder_final_norm:  # fusion encoders: timm adds an affine-free norm
             ours = F.layer_norm(ours, (ours.shape[-1],), eps=1e-6)
         torch.testing.assert_close(timm_model.forward_features(x), ours, rtol=1e-5, atol=1e-5)
+
+
+def test_safetensors_model_round_trip(tmp_path):
+    source = REFERENCE_DIR / "crossmae_wfm_selfattn_pr050.checkpoint.pth"
+    out = tmp_path / "model.safetensors"
+    assert main(["export", str(source), "--format", "safetensors", "--output", str(out)]) == 0
+    original, restored = load_model(source), load_model(out)
+    assert restored.config == original.config
+    imgs, noise = torch.randn(2, 3, 32, 32), torch.rand(2, 64)
+    assert torch.equal(original(imgs, noise=noise).pred, restored(imgs, noise=noise).pred)
+
+
+def test_foreign_safetensors_is_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    from crossmae import CrossMAEError
+
+    save_file({"w": torch.randn(2)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(CrossMAEError, match="no crossmae model config"):
+        load_model(tmp_path / "other.safetensors")
+    (tmp_path / "torn.safetensors").write_bytes(b"\x00" * 20)
+    with pytest.raises(CrossMAEError, match="not a readable safetensors"):
+        load_model(tmp_path / "torn.safetensors")

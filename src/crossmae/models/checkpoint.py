@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,37 @@ def model_from_checkpoint(ckpt: dict[str, Any], what: str) -> MaskedAutoencoder:
     return model
 
 
+def save_safetensors(path: str | Path, model: MaskedAutoencoder) -> None:
+    """Model weights as safetensors (no pickle at all), the config as JSON metadata."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    metadata = {"format": FORMAT, "model_config": json.dumps(model.config.to_dict())}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path), metadata=metadata)
+
+
+def _load_safetensors(path: Path) -> MaskedAutoencoder:
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            metadata = f.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise CrossMAEError(f"{path} is not a readable safetensors file: {err}") from None
+    if metadata.get("format") != FORMAT or "model_config" not in metadata:
+        raise CrossMAEError(f"{path} holds no crossmae model config (written by another tool?)")
+    ckpt = {"model_config": json.loads(metadata["model_config"]), "model": state}
+    return model_from_checkpoint(ckpt, f"checkpoint {path}")
+
+
 def load_model(path: str | Path) -> nn.Module:
-    """Any checkpoint: ours (a MaskedAutoencoder) or the authors' (`load_official_checkpoint`)."""
+    """Any checkpoint: ours (.pth or .safetensors -> MaskedAutoencoder) or the authors'."""
+    path = Path(path)
+    if path.suffix == ".safetensors" and path.is_file():
+        return _load_safetensors(path)
     ckpt = safe_torch_load(path)
     if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
         if "model_config" not in ckpt or "model" not in ckpt:
