@@ -1,0 +1,86 @@
+"""The map-style base: encoded images decoded on access, bad ones replaced and counted."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from crossmae.data.decode import DEFAULT_MAX_PIXELS, ImageSkipped, decode_image, image_mode
+from crossmae.data.skips import ItemStatus, WarnOnce, format_report
+from crossmae.errors import CrossMAEError
+
+
+class EncodedImages(Dataset):
+    """Items `(transform(image), label)`; subclasses say how to get item i's bytes.
+
+    A bad item never stops an epoch: it is marked (shared with DataLoader workers), and the
+    next good item is returned in its place. `report()` sums up what was skipped.
+    """
+
+    def __init__(
+        self,
+        labels: np.ndarray,
+        classes: list[str] | None,
+        *,
+        description: str,
+        transform: Callable | None = None,
+        in_chans: int = 3,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        scan_skips: Counter[str] | None = None,
+        notes: list[str] | None = None,
+    ) -> None:
+        self.labels = labels
+        self.classes = classes
+        self.description = description
+        self.transform = transform
+        self.mode = image_mode(in_chans)
+        self.max_pixels = max_pixels
+        self.scan_skips = scan_skips or Counter()
+        self.total = len(labels) + sum(self.scan_skips.values())  # files seen by the scan
+        self.notes = notes or []
+        self.status = ItemStatus(len(labels))
+        self._warn = WarnOnce()
+
+    @property
+    def num_classes(self) -> int | None:
+        return None if self.classes is None else len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def read(self, index: int) -> bytes:
+        """The encoded bytes of item `index`; raise ImageSkipped if they cannot be read."""
+        raise NotImplementedError
+
+    def name(self, index: int) -> str:
+        """How to point a user at item `index` (a path, or set and position)."""
+        return f"{self.description}[{index}]"
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        size = len(self)
+        if not -size <= index < size:
+            raise IndexError(f"index {index} is out of range for {size} images")
+        for i in (j % size for j in range(index, index + size)):
+            if self.status.is_bad(i):
+                continue
+            try:
+                img = decode_image(self.read(i), self.mode, self.max_pixels)
+            except ImageSkipped as skip:
+                self.status.mark(i, skip.reason)
+                self._warn(self.description, self.name(i), skip)
+                continue
+            return (self.transform(img) if self.transform else img), int(self.labels[i])
+        raise CrossMAEError(f"no image in {self.description} could be decoded: {self.report()}")
+
+    def report(self) -> str | None:
+        """What was skipped so far (scan time, and decode time in any process), or None."""
+        counts = self.scan_skips + self.status.counts()
+        return format_report(counts, self.total, notes=self.notes)
+
+    def __repr__(self) -> str:
+        classes = "unlabeled" if self.classes is None else f"{len(self.classes)} classes"
+        return f"{type(self).__name__}({self.description}: {len(self):,} images, {classes})"

@@ -1,0 +1,43 @@
+"""pretrain_transform / eval_transform: shapes, channels and the normalisation."""
+
+import numpy as np
+import pytest
+import torch
+
+from crossmae.data import IMAGENET_MEAN, IMAGENET_STD, eval_transform, pretrain_transform
+from crossmae.errors import CrossMAEError
+
+
+@pytest.mark.parametrize("size", [32, (24, 40), (40, 24)])
+@pytest.mark.parametrize("in_chans", [1, 3])
+def test_pretrain_transform_shapes(random_image, size, in_chans):
+    height, width = (size, size) if isinstance(size, int) else size
+    x = pretrain_transform(size, in_chans)(random_image(50, 70))
+    assert x.shape == (in_chans, height, width) and x.dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    ("size", "source"), [(224, (300, 400)), ((224, 320), (260, 250)), (32, (20, 48))]
+)
+def test_eval_transform_shapes(random_image, size, source):
+    height, width = (size, size) if isinstance(size, int) else size
+    assert eval_transform(size)(random_image(*source)).shape == (3, height, width)
+    assert eval_transform(size, in_chans=1)(random_image(*source)).shape == (1, height, width)
+
+
+def test_eval_transform_keeps_small_images_intact(random_image):
+    img = random_image(32, 32)
+    expected = (np.asarray(img) / 255 - IMAGENET_MEAN) / IMAGENET_STD
+    out = eval_transform(32)(img).permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+def test_grey_uses_the_mean_statistics(random_image):
+    img = random_image(32, 32, mode="L")
+    expected = (np.asarray(img) / 255 - np.mean(IMAGENET_MEAN)) / np.mean(IMAGENET_STD)
+    np.testing.assert_allclose(eval_transform(32, in_chans=1)(img)[0].numpy(), expected, atol=1e-5)
+
+
+def test_mismatched_statistics_are_a_clear_error():
+    with pytest.raises(CrossMAEError, match="4 mean and std values"):
+        pretrain_transform(32, in_chans=4)
