@@ -91,7 +91,8 @@ def test_malicious_checkpoint_is_refused_and_never_executed(tmp_path, monkeypatc
 def test_plain_pickle_and_garbage_are_refused(tmp_path):
     (tmp_path / "plain.pkl").write_bytes(pickle.dumps({"model": {}}))
     (tmp_path / "garbage.pth").write_bytes(os.urandom(1000))
-    for name in ("plain.pkl", "garbage.pth"):
+    (tmp_path / "text.pth").write_text("just some text\n")
+    for name in ("plain.pkl", "garbage.pth", "text.pth"):
         with pytest.raises(CrossMAEError):
             load_official_checkpoint(tmp_path / name)
 

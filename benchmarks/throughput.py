@@ -1,0 +1,145 @@
+"""Training-step throughput, model TFLOP/s, MFU and peak memory: MAE vs CrossMAE.
+
+GPU (the published table; bf16 autocast, synthetic images already on the device):
+
+    python benchmarks/throughput.py --device cuda --sizes small base large --batch-size 256 \
+        --data /path/to/jpeg/folder --json throughput.json
+
+CPU smoke mode (what CI runs): ViT-Tiny at 32 px, a few steps, eager only.
+
+    python benchmarks/throughput.py --smoke
+
+MFU = counted forward FLOPs x 3 (forward + backward) x images/s / the accelerator's peak
+bf16 FLOP/s (`--peak-tflops`, default 989 for an H100 SXM). FLOPs come from
+`crossmae.profiling.count_flops` (linear layers, patch embedding and attention).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from crossmae.models.registry import get_config
+from crossmae.profiling import count_flops, measure_step
+
+PATCH = {"small": 16, "base": 16, "large": 16, "huge": 14}
+
+
+def method_configs(size: str, smoke: bool) -> list[tuple[str, Any]]:
+    """MAE, CrossMAE γ = 0.25 and γ = 0.75 with the paper's decoders."""
+    if smoke:
+        tiny = {"depth": 4, "decoder_depth": 4}
+        cross = "crossmae_vit_tiny_patch4_32"
+        return [
+            ("MAE", get_config("mae_vit_tiny_patch4_32", **tiny)),
+            ("CrossMAE γ=0.25", get_config(cross, prediction_ratio=0.25, **tiny)),
+            ("CrossMAE γ=0.75", get_config(cross, prediction_ratio=0.75, **tiny)),
+        ]
+    p = PATCH[size]
+    return [
+        ("MAE", get_config(f"mae_vit_{size}_patch{p}")),
+        ("CrossMAE γ=0.25", get_config(f"crossmae_vit_{size}_patch{p}", prediction_ratio=0.25)),
+        ("CrossMAE γ=0.75", get_config(f"crossmae_vit_{size}_patch{p}", prediction_ratio=0.75)),
+    ]
+
+
+def model_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows = []
+    sizes = ["tiny"] if args.smoke else args.sizes
+    modes = [False] if args.smoke else [False, True]
+    for size in sizes:
+        for method, config in method_configs(size, args.smoke):
+            flops = count_flops(config)
+            fwd = flops["encoder"].total + flops["decoder"].total
+            for compiled in modes:
+                torch._dynamo.reset()
+                stats = measure_step(
+                    config, args.batch_size, args.device, args.steps, args.warmup,
+                    compile=compiled, amp=args.device == "cuda",
+                )  # fmt: skip
+                tflops = 3 * fwd * stats.images_per_s / 1e12
+                rows.append({
+                    "size": size, "method": method, "compiled": compiled,
+                    "images_per_s": stats.images_per_s, "step_ms": stats.step_ms,
+                    "fwd_gflops_per_image": fwd / 1e9,
+                    "decoder_gflops_per_image": flops["decoder"].total / 1e9,
+                    "tflops": tflops, "mfu": tflops / args.peak_tflops,
+                    "peak_memory_gb": (stats.peak_memory_mb or 0) / 1024,
+                })  # fmt: skip
+                print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def data_pipeline_row(folder: str, num_images: int) -> dict[str, Any]:
+    """JPEG decode + RandomResizedCrop + flip + normalise in one process (one core)."""
+    from crossmae.data import open_image_dataset, pretrain_transform
+
+    torch.set_num_threads(1)
+    dataset = open_image_dataset(folder, "train", transform=pretrain_transform(224))
+    n = min(num_images, len(dataset))
+    start = time.perf_counter()
+    for i in range(n):
+        dataset[i]
+    seconds = time.perf_counter() - start
+    return {"data": folder, "images": n, "images_per_s_per_core": n / seconds}
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    head = "| ViT | method | compiled | images/s | step ms | GFLOPs/img (dec) | TFLOP/s | MFU "
+    lines = [head + "| peak GB |", "|" + "---|" * 9]
+    for r in rows:
+        lines.append(
+            f"| {r['size']} | {r['method']} | {'yes' if r['compiled'] else 'no'} | "
+            f"{r['images_per_s']:.0f} | {r['step_ms']:.1f} | {r['fwd_gflops_per_image']:.2f} "
+            f"({r['decoder_gflops_per_image']:.2f}) | {r['tflops']:.1f} | {100 * r['mfu']:.1f}% | "
+            f"{r['peak_memory_gb']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="CPU smoke mode: ViT-Tiny, 32 px")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--sizes", nargs="+", default=["small", "base", "large"])
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--peak-tflops", type=float, default=989.0)
+    parser.add_argument("--data", help="a folder of real JPEGs for the data-pipeline row")
+    parser.add_argument("--data-images", type=int, default=2000)
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.device, args.batch_size, args.steps, args.warmup = "cpu", 8, 2, 1
+    result: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "device": torch.cuda.get_device_name()
+        if args.device == "cuda"
+        else platform.processor() or platform.machine(),
+        "cpu_cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "batch_size": args.batch_size,
+        "peak_tflops": args.peak_tflops,
+        "models": model_rows(args),
+    }
+    if args.data:
+        result["data_pipeline"] = data_pipeline_row(args.data, args.data_images)
+    print(markdown(result["models"]))
+    if "data_pipeline" in result:
+        d = result["data_pipeline"]
+        print(f"data pipeline: {d['images_per_s_per_core']:.0f} images/s per core ({d['data']})")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Training augmentation for fine-tuning and linear probing (MAE's recipes, and small images).
+
+From 224 px the recipes are MAE's: timm's `create_transform` (RandomResizedCrop, flip,
+RandAugment, random erasing) for fine-tuning, RandomResizedCrop + flip for probing. Below
+224 px (CIFAR's 32 px) RandomResizedCrop at scale 0.08 would keep a few pixels of an
+already tiny image, so a padded random crop takes its place, as usual for CIFAR.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from PIL import Image
+from timm.data import create_transform
+from timm.data.auto_augment import posterize, rand_augment_transform
+from timm.data.random_erasing import RandomErasing
+from torchvision import transforms as T
+from torchvision.transforms import InterpolationMode
+
+from crossmae.data.transforms import IMAGENET_MEAN, IMAGENET_STD, channel_stats, size_pair
+
+RECIPE_MIN_SIZE = 224
+
+
+def _posterize(img: Image.Image, bits_to_keep: int, **_: object) -> Image.Image:
+    """timm's RandAugment asks for 0 bits at magnitude 10 (reachable with `mstd` noise),
+    which Pillow 11+ refuses; keeping 0 bits leaves a black image, as older Pillow gave."""
+    if bits_to_keep < 1:
+        return Image.new(img.mode, img.size)
+    return posterize(img, bits_to_keep)
+
+
+def _pillow_safe(transform: T.Compose) -> T.Compose:
+    for step in transform.transforms:
+        for op in getattr(step, "ops", ()):  # a timm RandAugment
+            if op.name.startswith("Posterize"):
+                op.aug_fn = _posterize
+    return transform
+
+
+def _small_crop(size: tuple[int, int]) -> list:
+    """Short side to the longer target side (a no-op for 32-px CIFAR at 32 px), a random crop
+    after reflect-padding by 1/8 of the side (4 px at 32 px), and a flip."""
+    pad = max(1, min(size) // 8)
+    return [
+        T.Resize(max(size), interpolation=InterpolationMode.BICUBIC),
+        T.RandomCrop(size, padding=pad, padding_mode="reflect"),
+        T.RandomHorizontalFlip(),
+    ]
+
+
+def finetune_transform(
+    img_size: int | Sequence[int],
+    in_chans: int = 3,
+    *,
+    auto_augment: str | None = "rand-m9-mstd0.5-inc1",
+    re_prob: float = 0.25,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> T.Compose:
+    """MAE fine-tuning: RandAugment `auto_augment` (None: off) and per-pixel random erasing."""
+    mean, std = channel_stats(mean, std, in_chans)
+    size = size_pair(img_size)
+    grey = [T.Grayscale(1)] if in_chans == 1 else []
+    if min(size) >= RECIPE_MIN_SIZE:
+        timm_transform = create_transform(
+            size, is_training=True, color_jitter=None, auto_augment=auto_augment or None,
+            interpolation="bicubic", re_prob=re_prob, re_mode="pixel", re_count=1,
+            mean=mean, std=std,
+        )  # fmt: skip
+        return _pillow_safe(T.Compose([*grey, *timm_transform.transforms]))
+    steps = [*grey, *_small_crop(size)]
+    if auto_augment:
+        hparams = {
+            "translate_const": int(min(size) * 0.45),
+            "img_mean": tuple(round(255 * m) for m in mean),
+        }
+        steps.append(rand_augment_transform(auto_augment, hparams))
+    steps += [T.ToTensor(), T.Normalize(mean, std)]
+    if re_prob > 0:
+        steps.append(RandomErasing(re_prob, mode="pixel", max_count=1, device="cpu"))
+    return _pillow_safe(T.Compose(steps))
+
+
+def probe_transform(
+    img_size: int | Sequence[int],
+    in_chans: int = 3,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> T.Compose:
+    """MAE linear probing: RandomResizedCrop (bicubic) + flip; small images: padded crop."""
+    mean, std = channel_stats(mean, std, in_chans)
+    size = size_pair(img_size)
+    grey = [T.Grayscale(1)] if in_chans == 1 else []
+    if min(size) >= RECIPE_MIN_SIZE:
+        crop = [
+            T.RandomResizedCrop(size, interpolation=InterpolationMode.BICUBIC),
+            T.RandomHorizontalFlip(),
+        ]
+    else:
+        crop = _small_crop(size)
+    return T.Compose([*grey, *crop, T.ToTensor(), T.Normalize(mean, std)])

@@ -1,0 +1,223 @@
+"""End-to-end fine-tuning as in MAE: the encoder as a timm ViT, layer decay, mixup/cutmix,
+RandAugment, AdamW, warmup + cosine, optional EMA, top-1/top-5 every epoch."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from timm.data import Mixup
+from timm.layers import trunc_normal_
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.models.vision_transformer import VisionTransformer
+from timm.utils import ModelEmaV3
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import IterableDataset
+
+from crossmae.data import eval_transform
+from crossmae.errors import CrossMAEError
+from crossmae.eval.augment import finetune_transform
+from crossmae.eval.backbone import build_vit, classifier_checkpoint, load_backbone, load_encoder
+from crossmae.eval.data import (
+    CheckedLabels,
+    EpochBatches,
+    LabeledSplits,
+    make_loader,
+    open_labeled_splits,
+)
+from crossmae.eval.layer_decay import layer_decay_scales
+from crossmae.eval.loop import Schedule, StepTools, evaluate, train_one_epoch
+from crossmae.eval.results import result_table
+from crossmae.eval.run import RunContext, resume_path
+from crossmae.eval.settings import FinetuneSettings
+from crossmae.serialization import safe_torch_load
+from crossmae.train.checkpointing import capture_rng, restore_rng
+from crossmae.train.optim import build_adamw, param_groups
+from crossmae.train.schedule import scaled_lr
+
+LAST, BEST, RESULTS = "checkpoint-last.pth", "checkpoint-best.pth", "results.json"
+
+
+@dataclass
+class Progress:
+    """What a resumed run must know about the epochs before it."""
+
+    epoch: int = 0  # epochs done
+    best: dict[str, Any] = field(default_factory=lambda: {"top1": -1.0, "top5": -1.0, "epoch": 0})
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def finetune(s: FinetuneSettings) -> dict[str, Any]:
+    """Run the recipe in `s`; returns (and writes as results.json) the final numbers."""
+    ctx = RunContext.start(s, s.run_dir("finetune"))
+    try:
+        return _finetune(s, ctx)
+    finally:
+        ctx.close()
+
+
+def _finetune(s: FinetuneSettings, ctx: RunContext) -> dict[str, Any]:
+    backbone = load_backbone(s.checkpoint)
+    size = s.image_size() or backbone.arch.img_size
+    chans = backbone.arch.in_chans
+    splits = open_labeled_splits(
+        s.data, finetune_transform(size, chans, auto_augment=s.auto_augment, re_prob=s.reprob),
+        eval_transform(size, chans), chans, eval_data=s.eval_data, num_classes=s.num_classes,
+        train_images=s.train_images, eval_images=s.eval_images, seed=s.seed,
+    )  # fmt: skip
+    vit = build_vit(backbone.arch, splits.num_classes, s.global_pool, size, s.drop_path)
+    report = load_encoder(vit, backbone)
+    trunc_normal_(vit.head.weight, std=2e-5)  # MAE: a near-zero head keeps early steps gentle
+    nn.init.zeros_(vit.head.bias)
+    vit.to(ctx.device)
+    ctx.say(f"fine-tuning {backbone.description} on {splits.num_classes} classes")
+    for line in report.lines():
+        ctx.say(f"  {line}")
+
+    global_batch = s.batch_size * ctx.dist.world_size
+    train = EpochBatches(
+        make_loader(splits.train, s.batch_size, ctx.dist, train=True,
+                    num_workers=s.num_workers, seed=s.seed),
+        splits.num_classes, s.samples_per_epoch, global_batch,
+    )  # fmt: skip
+    test = CheckedLabels(
+        make_loader(splits.eval, s.batch_size, ctx.dist, train=False, num_workers=s.num_workers),
+        splits.num_classes,
+    )
+    lr = s.lr if s.lr is not None else scaled_lr(s.blr, global_batch)
+    scales = layer_decay_scales(backbone.arch.depth, s.layer_decay)
+    optimizer = build_adamw(param_groups(vit, s.weight_decay, scales), lr, (0.9, 0.999), ctx.device)
+    mixup = None
+    if s.mixup > 0 or s.cutmix > 0:
+        mixup = Mixup(mixup_alpha=s.mixup, cutmix_alpha=s.cutmix, label_smoothing=s.smoothing,
+                      num_classes=splits.num_classes)  # fmt: skip
+    ema = ModelEmaV3(vit, decay=s.ema_decay) if s.ema else None
+    progress = Progress()
+    found = resume_path(s.resume, ctx.output_dir / LAST)
+    if found is not None:
+        progress = _restore(found, vit, optimizer, ema, ctx)
+        ctx.say(f"resumed from {found} after epoch {progress.epoch}")
+
+    steps = train.steps_per_epoch
+    tools = StepTools(
+        optimizer, _criterion(s, mixup).to(ctx.device),
+        Schedule(lr, s.warmup_epochs * steps, s.epochs * steps, s.min_lr), ctx.device,
+        ctx.autocast, ctx.scaler, s.clip_grad, mixup, ema,
+        ctx.logger(s.epochs * steps, progress.epoch * steps), s.log_every,
+    )  # fmt: skip
+    model = DistributedDataParallel(vit, ctx.device_ids) if ctx.dist.distributed else vit
+    began = time.time()
+    step = progress.epoch * steps
+    for epoch in range(progress.epoch, s.epochs):
+        step = train_one_epoch(model, train.epoch(epoch), tools, step)
+        metrics = _evaluate(vit, ema, test, ctx)
+        record = {"epoch": epoch + 1, **metrics}
+        progress.epoch = epoch + 1
+        progress.history.append(record)
+        if record["top1"] > progress.best["top1"]:
+            progress.best = {"top1": record["top1"], "top5": record["top5"], "epoch": epoch + 1}
+            ctx.save(_checkpoint(vit, splits, ema, s, progress), BEST)
+        ctx.save(_checkpoint(vit, splits, ema, s, progress, optimizer, ctx), LAST)
+        line = f"epoch {epoch + 1}/{s.epochs}: {_accuracy(metrics)}"
+        ctx.log_epoch({"epoch": epoch + 1, **{f"test_{k}": v for k, v in metrics.items()}},
+                      step, line)  # fmt: skip
+    final = progress.history[-1] if progress.history else _evaluate(vit, ema, test, ctx)
+
+    results: dict[str, Any] = {
+        "command": "finetune",
+        "checkpoint": str(s.checkpoint),
+        "encoder": backbone.description,
+        "classes": splits.num_classes,
+        "train_images": None if isinstance(splits.train, IterableDataset) else len(splits.train),
+        "eval_images": final["images"],
+        "global_pool": s.global_pool,
+        "image_size": f"{size[0]}x{size[1]}",
+        "epochs": s.epochs,
+        "effective_batch": global_batch,
+        "lr": lr,
+        "top1": final["top1"],
+        "top5": final["top5"],
+        **({"ema_top1": final["ema_top1"]} if "ema_top1" in final else {}),
+        "best_top1": progress.best["top1"],
+        "best_epoch": progress.best["epoch"],
+        "train_seconds": round(time.time() - began, 1),
+        "best_checkpoint": str(ctx.output_dir / BEST),
+        "history": progress.history,
+    }
+    ctx.finish(result_table(f"fine-tuned {Path(s.checkpoint).name}", results), results, RESULTS)
+    return results
+
+
+def _accuracy(metrics: dict[str, Any]) -> str:
+    return f"top-1 {metrics['top1']:.2f} top-5 {metrics['top5']:.2f}"
+
+
+def _criterion(s: FinetuneSettings, mixup: Mixup | None) -> nn.Module:
+    if mixup is not None:
+        return SoftTargetCrossEntropy()  # mixup builds smoothed soft targets itself
+    if s.smoothing > 0:
+        return LabelSmoothingCrossEntropy(s.smoothing)
+    return nn.CrossEntropyLoss()
+
+
+def _evaluate(
+    vit: nn.Module, ema: ModelEmaV3 | None, test: CheckedLabels, ctx: RunContext
+) -> dict[str, Any]:
+    record: dict[str, Any] = evaluate(vit, test, ctx.device, ctx.autocast)
+    if ema is not None:
+        averaged = evaluate(ema.module, test, ctx.device, ctx.autocast)
+        record |= {"ema_top1": averaged["top1"], "ema_top5": averaged["top5"]}
+    return record
+
+
+def _checkpoint(
+    vit: VisionTransformer,
+    splits: LabeledSplits,
+    ema: ModelEmaV3 | None,
+    s: FinetuneSettings,
+    progress: Progress,
+    optimizer: torch.optim.Optimizer | None = None,
+    ctx: RunContext | None = None,
+) -> dict[str, Any]:
+    """A classifier checkpoint; with the optimizer (the last one) it can also be resumed."""
+    extra: dict[str, Any] = {
+        "epoch": progress.epoch,
+        "ema": None if ema is None else ema.module.state_dict(),
+        "settings": s.to_dict(),
+    }
+    if optimizer is not None and ctx is not None:
+        extra |= {
+            "optimizer": optimizer.state_dict(),
+            "scaler": ctx.scaler.state_dict() if ctx.scaler else None,
+            "best": progress.best,
+            "history": progress.history,
+            "rng": capture_rng(),
+        }
+    return classifier_checkpoint(vit, splits.classes, **extra)
+
+
+def _restore(
+    path: Path,
+    vit: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    ema: ModelEmaV3 | None,
+    ctx: RunContext,
+) -> Progress:
+    ckpt = safe_torch_load(path)
+    if not isinstance(ckpt, dict) or "optimizer" not in ckpt or "best" not in ckpt:
+        raise CrossMAEError(f"{path} is not a fine-tuning checkpoint to resume (no optimizer)")
+    try:
+        vit.load_state_dict(ckpt["model"])
+    except RuntimeError:
+        raise CrossMAEError(f"{path} was fine-tuned with another model or class count") from None
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if ctx.scaler is not None and ckpt.get("scaler"):
+        ctx.scaler.load_state_dict(ckpt["scaler"])
+    if ema is not None and ckpt.get("ema") is not None:
+        ema.module.load_state_dict(ckpt["ema"])
+    restore_rng(ckpt["rng"], {})
+    return Progress(int(ckpt["epoch"]), dict(ckpt["best"]), list(ckpt["history"]))

@@ -1,0 +1,229 @@
+"""MAE's linear probe: a BatchNorm + linear head on a frozen encoder, trained with LARS.
+
+The full protocol augments every epoch (RandomResizedCrop + flip) and runs the frozen
+encoder each step; `cached` extracts features once, without augmentation, and trains the
+head on them: the same head and optimiser at a fraction of the cost, for small data sets
+and quick comparisons.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import IterableDataset
+
+from crossmae.data import eval_transform
+from crossmae.errors import CrossMAEError
+from crossmae.eval.augment import probe_transform
+from crossmae.eval.backbone import Backbone, load_backbone
+from crossmae.eval.cache import cache_features
+from crossmae.eval.data import CheckedLabels, EpochBatches, make_loader, open_labeled_splits
+from crossmae.eval.features import feature_extractor
+from crossmae.eval.lars import LARS
+from crossmae.eval.linear_probe import FrozenEncoderProbe, LinearProbe
+from crossmae.eval.loop import Batches, Schedule, StepTools, evaluate, train_one_epoch
+from crossmae.eval.results import result_table
+from crossmae.eval.run import RunContext, resume_path
+from crossmae.eval.settings import LinprobeSettings
+from crossmae.serialization import safe_torch_load
+from crossmae.train.checkpointing import capture_rng, restore_rng
+from crossmae.train.optim import param_groups
+from crossmae.train.schedule import scaled_lr
+
+PROBE_FORMAT = "crossmae-linprobe"
+LAST, RESULTS = "checkpoint-last.pth", "results.json"
+
+
+@dataclass
+class FeatureBatches:
+    """Cached features served as shuffled training batches (or in order, for evaluation)."""
+
+    features: torch.Tensor
+    labels: torch.Tensor
+    batch_size: int
+    seed: int = 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, len(self.labels) // self.batch_size)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = torch.randperm(
+            len(self.labels), generator=torch.Generator().manual_seed(self.seed + epoch)
+        )
+        for i in range(self.steps_per_epoch):
+            take = order[i * self.batch_size : (i + 1) * self.batch_size]
+            yield self.features[take], self.labels[take]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        yield from zip(
+            self.features.split(self.batch_size), self.labels.split(self.batch_size), strict=True
+        )
+
+
+@dataclass
+class Probe:
+    """What the protocol trains and on which batches, whichever mode built it."""
+
+    head: LinearProbe
+    model: nn.Module  # the head (cached) or frozen encoder + head
+    train: FeatureBatches | EpochBatches
+    test: Batches
+    classes: list[str]
+    global_batch: int
+    train_images: int | None  # None for tar shards, whose length is unknown
+    notes: list[str]
+
+
+def linprobe(s: LinprobeSettings) -> dict[str, Any]:
+    """Train the probe for `s.epochs`, evaluating every epoch; returns the result table."""
+    ctx = RunContext.start(s, s.run_dir("linprobe"))
+    try:
+        return _linprobe(s, ctx)
+    finally:
+        ctx.close()
+
+
+def _linprobe(s: LinprobeSettings, ctx: RunContext) -> dict[str, Any]:
+    backbone = load_backbone(s.checkpoint)
+    probe = _cached_probe(s, backbone, ctx) if s.cached else _full_probe(s, backbone, ctx)
+    ctx.say(f"linear probe ({s.features} features) on {backbone.description}")
+    for line in probe.notes:
+        ctx.say(f"  {line}")
+    lr = s.lr if s.lr is not None else scaled_lr(s.blr, probe.global_batch)
+    optimizer = LARS(param_groups(probe.head, s.weight_decay), lr=lr)
+    done, best, history = 0, 0.0, []
+    found = resume_path(s.resume, ctx.output_dir / LAST)
+    if found is not None:
+        done, best, history = _restore(found, probe.head, optimizer, s)
+        ctx.say(f"resumed from {found} after epoch {done}")
+
+    steps = probe.train.steps_per_epoch
+    autocast = nullcontext if s.cached else ctx.autocast  # the head alone runs in fp32
+    tools = StepTools(
+        optimizer, nn.CrossEntropyLoss(), Schedule(lr, s.warmup_epochs * steps,
+        s.epochs * steps, s.min_lr), ctx.device, autocast, None if s.cached else ctx.scaler,
+        logger=ctx.logger(s.epochs * steps, done * steps), log_every=s.log_every,
+    )  # fmt: skip
+    began = time.time()
+    step = done * steps
+    metrics: dict[str, Any] = {}
+    for epoch in range(done, s.epochs):
+        step = train_one_epoch(probe.model, probe.train.epoch(epoch), tools, step)
+        metrics = evaluate(probe.model, probe.test, ctx.device, autocast)
+        best = max(best, metrics["top1"])
+        history.append({"epoch": epoch + 1, **metrics})
+        ctx.save(_checkpoint(probe, s, optimizer, epoch + 1, best, history), LAST)
+        line = f"epoch {epoch + 1}/{s.epochs}: top-1 {metrics['top1']:.2f} (best {best:.2f})"
+        ctx.log_epoch({"epoch": epoch + 1, **{f"test_{k}": v for k, v in metrics.items()}},
+                      step, line)  # fmt: skip
+    if not metrics:  # resumed a finished run
+        metrics = evaluate(probe.model, probe.test, ctx.device, autocast)
+
+    results = {
+        "command": "linprobe",
+        "checkpoint": str(s.checkpoint),
+        "encoder": backbone.description,
+        "features": s.features,
+        "mode": "cached features" if s.cached else "frozen encoder, augmented",
+        "classes": len(probe.classes),
+        "train_images": probe.train_images,
+        "eval_images": metrics["images"],
+        "epochs": s.epochs,
+        "effective_batch": probe.global_batch,
+        "lr": lr,
+        "top1": metrics["top1"],
+        "top5": metrics["top5"],
+        "best_top1": best,
+        "train_seconds": round(time.time() - began, 1),
+        "history": history,
+    }
+    ctx.finish(result_table(f"linear probe {Path(s.checkpoint).name}", results), results, RESULTS)
+    return results
+
+
+def _cached_probe(s: LinprobeSettings, backbone: Backbone, ctx: RunContext) -> Probe:
+    cached = cache_features(s, backbone, s.features, ctx)
+    head = LinearProbe(cached.num_features, cached.num_classes).to(ctx.device)
+    train_x, train_y = (t.to(ctx.device) for t in cached.train)
+    test_x, test_y = (t.to(ctx.device) for t in cached.eval)
+    notes = [f"cached {len(train_y):,} train and {len(test_y):,} evaluation features"]
+    notes += cached.report.lines() if cached.report else []
+    return Probe(
+        head, head, FeatureBatches(train_x, train_y, s.batch_size, s.seed),
+        FeatureBatches(test_x, test_y, s.batch_size), cached.classes, s.batch_size,
+        len(train_y), notes,
+    )  # fmt: skip
+
+
+def _full_probe(s: LinprobeSettings, backbone: Backbone, ctx: RunContext) -> Probe:
+    extractor, report = feature_extractor(backbone, s.features, s.image_size())
+    size, chans = s.image_size() or backbone.arch.img_size, backbone.arch.in_chans
+    splits = open_labeled_splits(
+        s.data, probe_transform(size, chans), eval_transform(size, chans), chans,
+        eval_data=s.eval_data, num_classes=s.num_classes, train_images=s.train_images,
+        eval_images=s.eval_images, seed=s.seed,
+    )  # fmt: skip
+    head = LinearProbe(extractor.num_features, splits.num_classes)
+    probe = FrozenEncoderProbe(extractor, head).to(ctx.device)
+    model = DistributedDataParallel(probe, ctx.device_ids) if ctx.dist.distributed else probe
+    global_batch = s.batch_size * ctx.dist.world_size
+    train = EpochBatches(
+        make_loader(splits.train, s.batch_size, ctx.dist, train=True,
+                    num_workers=s.num_workers, seed=s.seed),
+        splits.num_classes, s.samples_per_epoch, global_batch,
+    )  # fmt: skip
+    loader = make_loader(splits.eval, s.batch_size, ctx.dist, train=False,
+                         num_workers=s.num_workers)  # fmt: skip
+    test = CheckedLabels(loader, splits.num_classes)
+    notes = report.lines() if report else []
+    size = None if isinstance(splits.train, IterableDataset) else len(splits.train)
+    return Probe(head, model, train, test, splits.classes, global_batch, size, notes)
+
+
+def _checkpoint(
+    probe: Probe,
+    s: LinprobeSettings,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    best: float,
+    history: list[dict[str, Any]],
+) -> dict[str, Any]:
+    return {
+        "format": PROBE_FORMAT,
+        "checkpoint": str(s.checkpoint),
+        "features": s.features,
+        "classes": probe.classes,
+        "head": probe.head.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "epoch": epoch,
+        "best_top1": best,
+        "history": history,
+        "rng": capture_rng(),
+        "settings": s.to_dict(),
+    }
+
+
+def _restore(
+    path: Path, head: LinearProbe, optimizer: torch.optim.Optimizer, s: LinprobeSettings
+) -> tuple[int, float, list[dict[str, Any]]]:
+    ckpt = safe_torch_load(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != PROBE_FORMAT:
+        raise CrossMAEError(f"{path} is not a linear-probe checkpoint to resume")
+    if ckpt["features"] != s.features:
+        raise CrossMAEError(f"{path} probed {ckpt['features']!r} features, not {s.features!r}")
+    try:
+        head.load_state_dict(ckpt["head"])
+    except RuntimeError:
+        raise CrossMAEError(f"{path} probed another encoder or class count") from None
+    optimizer.load_state_dict(ckpt["optimizer"])
+    restore_rng(ckpt["rng"], {})
+    return int(ckpt["epoch"]), float(ckpt["best_top1"]), list(ckpt["history"])

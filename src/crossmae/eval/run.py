@@ -1,0 +1,103 @@
+"""The plumbing every evaluation run shares: processes, device, precision, output files."""
+
+from __future__ import annotations
+
+import random
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from crossmae.errors import CrossMAEError
+from crossmae.eval.results import write_results
+from crossmae.eval.settings import EvalSettings, TrainedSettings
+from crossmae.serialization import atomic_torch_save
+from crossmae.train.distributed import DistInfo, cleanup_distributed, init_distributed
+from crossmae.train.logging import RunLogger
+from crossmae.train.precision import Precision, autocast_context, grad_scaler, resolve_precision
+
+
+@dataclass
+class RunContext:
+    """One run's process group, device, precision and output folder; rank 0 writes files."""
+
+    dist: DistInfo
+    precision: Precision
+    output_dir: Path
+    tensorboard: bool = False
+    scaler: torch.amp.GradScaler | None = None
+    _logger: RunLogger | None = field(default=None, repr=False)
+
+    @classmethod
+    def start(cls, settings: EvalSettings, output_dir: Path) -> RunContext:
+        dist = init_distributed(settings.device)
+        seed = settings.seed + dist.rank
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        precision = resolve_precision(settings.precision, dist.device)
+        tensorboard = isinstance(settings, TrainedSettings) and settings.tensorboard
+        scaler = grad_scaler(dist.device, precision)
+        return cls(dist, precision, output_dir, tensorboard, scaler)
+
+    @property
+    def device(self) -> torch.device:
+        return self.dist.device
+
+    @property
+    def device_ids(self) -> list[int] | None:
+        """For DistributedDataParallel: the local GPU, or None on CPUs."""
+        return [self.device.index] if self.device.type == "cuda" else None
+
+    def autocast(self) -> AbstractContextManager:
+        return autocast_context(self.device, self.precision)
+
+    def logger(self, total_steps: int, initial_step: int = 0) -> RunLogger:
+        """log.jsonl, TensorBoard and the progress bar (created on first use, rank 0 only)."""
+        if self._logger is None:
+            self._logger = RunLogger(
+                self.output_dir, enabled=self.dist.is_main, total_steps=total_steps,
+                initial_step=initial_step, tensorboard=self.tensorboard,
+            )  # fmt: skip
+        return self._logger
+
+    def say(self, text: str) -> None:
+        if self._logger is not None:
+            self._logger.message(text)
+        elif self.dist.is_main:
+            print(text, flush=True)
+
+    def log_epoch(self, record: dict[str, Any], step: int, line: str) -> None:
+        if self._logger is not None:
+            self._logger.log(record, step)
+        self.say(line)
+
+    def save(self, obj: Any, name: str) -> None:
+        if self.dist.is_main:
+            atomic_torch_save(obj, self.output_dir / name)
+
+    def finish(self, table: str, results: dict[str, Any], name: str) -> None:
+        """Print the result table and write it as JSON into the output folder."""
+        if self.dist.is_main:
+            path = write_results(self.output_dir / name, results)
+            self.say(f"{table}\nwrote {path}")
+
+    def close(self) -> None:
+        if self._logger is not None:
+            self._logger.close()
+        cleanup_distributed()
+
+
+def resume_path(resume: str | None, last: Path) -> Path | None:
+    """None: start fresh; 'auto': `last` if it exists; otherwise the path given, which must."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        return last if last.is_file() else None
+    path = Path(resume)
+    if not path.is_file():
+        raise CrossMAEError(f"--resume {path} does not exist")
+    return path

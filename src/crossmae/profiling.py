@@ -1,0 +1,247 @@
+"""What a model costs: parameters, forward FLOPs per image, and a measured training step.
+
+FLOPs are counted with `torch.utils.flop_counter.FlopCounterMode` on the meta device (no
+memory, no compute). On CPU tensors the counter has no formula for the CPU flash-attention
+kernel and counts attention as 0; on meta tensors `scaled_dot_product_attention` runs as
+its math decomposition, whose two batched matmuls are counted, so attention is included.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from crossmae.data.transforms import size_pair
+from crossmae.errors import CrossMAEError
+from crossmae.models.autoencoder import MaskedAutoencoder
+from crossmae.models.config import AutoencoderConfig
+
+# Ops that compute attention (q kᵀ and probabilities · v); everything else counted is a
+# linear layer, the patch-embedding convolution, or the fusion's weighted sum.
+ATTENTION_OPS = ("aten.bmm", "aten.baddbmm", "aten._scaled_dot_product")
+
+
+@dataclass
+class Flops:
+    """Forward FLOPs of one image (a multiply-add counts 2)."""
+
+    linear: float
+    attention: float
+
+    @property
+    def total(self) -> float:
+        return self.linear + self.attention
+
+
+@dataclass
+class StepStats:
+    """A measured training step: forward + backward + AdamW update."""
+
+    device: str
+    batch_size: int
+    steps: int
+    step_ms: float
+    images_per_s: float
+    peak_memory_mb: float | None
+    memory: str  # what `peak_memory_mb` measures
+
+
+@dataclass
+class Profile:
+    name: str
+    decoder: str
+    img_size: int | tuple[int, int]
+    mask_ratio: float
+    prediction_ratio: float  # fraction of all patches decoded (= mask ratio for MAE)
+    decoder_depth: int
+    params: dict[str, int]  # encoder, decoder, total
+    encoder_flops: Flops
+    decoder_flops: Flops
+    step: StepStats | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def count_flops(config: AutoencoderConfig) -> dict[str, Flops]:
+    """Forward FLOPs per image of the encoder and the decoder at the config's ratios."""
+    with torch.device("meta"):
+        model = MaskedAutoencoder(config)
+        imgs = torch.empty(1, config.in_chans, *size_pair(config.img_size))
+    with FlopCounterMode(display=False) as counter:
+        model(imgs)
+    counts = counter.get_flop_counts()
+    root = type(model).__name__
+    out = {}
+    for part in ("encoder", "decoder"):
+        ops = counts.get(f"{root}.{part}", {})
+        attention = sum(n for op, n in ops.items() if str(op).startswith(ATTENTION_OPS))
+        out[part] = Flops(sum(ops.values()) - attention, attention)
+    return out
+
+
+def count_params(config: AutoencoderConfig) -> dict[str, int]:
+    with torch.device("meta"):
+        model = MaskedAutoencoder(config)
+    encoder = sum(p.numel() for p in model.encoder.parameters())
+    decoder = sum(p.numel() for p in model.decoder.parameters())
+    return {"encoder": encoder, "decoder": decoder, "total": encoder + decoder}
+
+
+def comparison_configs(
+    name: str, gammas: list[float], **overrides: Any
+) -> list[tuple[str, AutoencoderConfig]]:
+    """The registered MAE of `name`'s encoder, then its CrossMAE at each prediction ratio γ."""
+    from crossmae.models.registry import get_config, list_models
+
+    if name.startswith("mae_"):
+        mae, cross = name, f"cross{name}"
+    elif name.startswith("crossmae_"):
+        mae, cross = name.removeprefix("cross").replace("_dec8", ""), name
+    else:
+        raise CrossMAEError(f"unknown model {name!r}; `crossmae models` lists the known ones")
+    missing = [n for n in (mae, cross) if n not in list_models()]
+    if missing:
+        raise CrossMAEError(f"--compare needs a registered MAE/CrossMAE pair; {missing[0]} is not")
+    rows = [(mae, get_config(mae, **overrides))]
+    rows += [(cross, get_config(cross, **overrides, prediction_ratio=g)) for g in gammas]
+    return rows
+
+
+def profile(
+    name: str,
+    config: AutoencoderConfig,
+    batch_size: int = 8,
+    device: str = "cpu",
+    steps: int = 5,
+    warmup: int = 2,
+    compile: bool = False,
+    amp: bool = False,
+) -> Profile:
+    """Count parameters and FLOPs, then time `steps` training steps (none when 0)."""
+    flops = count_flops(config)
+    gamma = config.prediction_ratio if config.decoder == "cross" else config.mask_ratio
+    step = None
+    if steps > 0:
+        step = measure_step(config, batch_size, device, steps, warmup, compile, amp)
+    return Profile(
+        name=name,
+        decoder=config.decoder,
+        img_size=config.img_size,
+        mask_ratio=config.mask_ratio,
+        prediction_ratio=gamma,
+        decoder_depth=config.decoder_depth,
+        params=count_params(config),
+        encoder_flops=flops["encoder"],
+        decoder_flops=flops["decoder"],
+        step=step,
+    )
+
+
+def measure_step(
+    config: AutoencoderConfig,
+    batch_size: int,
+    device: str,
+    steps: int,
+    warmup: int = 2,
+    compile: bool = False,
+    amp: bool = False,
+) -> StepStats:
+    """Time forward + backward + AdamW on random images; peak memory from the allocator
+    (CUDA) or the resident set size sampled during the steps (CPU)."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CrossMAEError("--device cuda was asked for but no CUDA GPU is available")
+    if batch_size < 1:
+        raise CrossMAEError(f"the batch size must be at least 1, got {batch_size}")
+    model = MaskedAutoencoder(config).to(dev).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
+    forward = torch.compile(model) if compile else model
+    imgs = torch.randn(batch_size, config.in_chans, *size_pair(config.img_size), device=dev)
+
+    def step() -> None:
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            loss = forward(imgs).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    with PeakRss() as rss:
+        try:
+            for _ in range(warmup):
+                step()
+        except Exception as err:  # compilation errors surface at the first call
+            if not compile:
+                raise
+            raise CrossMAEError(
+                f"torch.compile failed here ({type(err).__name__}); profile without --compile"
+            ) from err
+        sync()
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        sync()
+        seconds = time.perf_counter() - start
+    if dev.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(dev) / 2**20
+        memory = "CUDA peak allocated: weights, grads, AdamW state, activations"
+    else:
+        peak = rss.growth_mb
+        memory = "CPU peak RSS growth during the steps (sampled): grads, AdamW state, activations"
+    return StepStats(
+        device=str(dev),
+        batch_size=batch_size,
+        steps=steps,
+        step_ms=1e3 * seconds / steps,
+        images_per_s=batch_size * steps / seconds,
+        peak_memory_mb=peak,
+        memory=memory,
+    )
+
+
+class PeakRss:
+    """Highest resident set size of this process while the block runs, sampled every 5 ms
+    in a thread (torch kernels release the GIL). Linux only; None elsewhere."""
+
+    def __init__(self, interval_s: float = 0.005) -> None:
+        self.interval_s = interval_s
+        self.base = self.peak = _rss_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.peak = max(self.peak or 0, _rss_bytes() or 0)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak or 0, _rss_bytes() or 0)
+
+    @property
+    def growth_mb(self) -> float | None:
+        if self.base is None:
+            return None
+        return (self.peak - self.base) / 2**20
+
+
+def _rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None

@@ -1,0 +1,207 @@
+"""Batches for the training loop, in an order fixed by (seed, epoch) alone.
+
+Every source lays out a global batch the same way whatever the number of processes: with
+W processes, rank r takes positions r, r + W, r + 2W, ... of each global batch. So one
+process at batch 2B and two at batch B see the same images (and `masking_noise` hands each
+image the same mask), and a run resumed at batch k of an epoch continues exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sized
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
+
+from crossmae.data import InMemoryImages
+from crossmae.errors import CrossMAEError
+
+
+def derive_seed(*parts: int) -> int:
+    """A well-mixed 63-bit seed from non-negative integers (seed, epoch, index, ...)."""
+    state = np.random.SeedSequence(list(parts)).generate_state(1, np.uint64)
+    return int(state[0] >> np.uint64(1))
+
+
+class BatchSource(Protocol):
+    batches_per_epoch: int  # micro-batches per rank and epoch
+
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[torch.Tensor]:
+        """Images (B, C, H, W) on the training device for batches start_batch, ... ."""
+        ...
+
+
+def masking_noise(
+    generator: torch.Generator, batch_size: int, rank: int, world_size: int, num_patches: int
+) -> torch.Tensor:
+    """This rank's rows of one global draw of masking noise (B * W, L), matching the layout
+    of the batch sources, so the masks do not depend on the number of processes."""
+    noise = torch.rand(batch_size * world_size, num_patches, generator=generator,
+                       device=generator.device)  # fmt: skip
+    return noise[rank::world_size]
+
+
+class InMemorySource:
+    """Decoded images held on the device, augmented there (see `InMemoryImages`)."""
+
+    def __init__(
+        self, images: InMemoryImages, batch_size: int, rank: int, world_size: int, seed: int
+    ) -> None:
+        self.images = images
+        self.batch_size, self.rank, self.world_size, self.seed = batch_size, rank, world_size, seed
+        self.batches_per_epoch = images.num_batches(batch_size, True, world_size)
+
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[torch.Tensor]:
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, epoch))
+        batches = self.images.batches(self.batch_size, generator, True, True, self.rank,
+                                      self.world_size, start_batch)  # fmt: skip
+        for images, _ in batches:
+            yield images
+
+
+class GlobalBatchSampler(Sampler[list[tuple[int, int]]]):
+    """This rank's share of each global batch of a permutation seeded by (seed, epoch).
+
+    Yields `(epoch, index)` pairs so that `SeededItems` can seed each image's augmentation,
+    even in persistent workers that never see `set_epoch`.
+    """
+
+    def __init__(self, size: int, batch_size: int, rank: int, world_size: int, seed: int) -> None:
+        self.size, self.batch_size = size, batch_size
+        self.rank, self.world_size, self.seed = rank, world_size, seed
+        self.global_batch = batch_size * world_size
+        self.epoch, self.start_batch = 0, 0
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.size // self.global_batch
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch - self.start_batch
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
+        order = torch.randperm(self.size, generator=generator)
+        for step in range(self.start_batch, self.batches_per_epoch):
+            batch = order[step * self.global_batch : (step + 1) * self.global_batch]
+            yield [(self.epoch, int(i)) for i in batch[self.rank :: self.world_size]]
+
+
+class SeededItems(Dataset):
+    """`(transform(image), label)` of `dataset[index]`, with torch's RNG seeded by (seed, epoch,
+    index): an image gets the same random crop and flip whichever worker, process count or
+    resume point loads it."""
+
+    def __init__(self, dataset: Dataset, seed: int, transform: Callable) -> None:
+        self.dataset, self.seed, self.transform = dataset, seed, transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[Any, int]:
+        epoch, index = key
+        image, label = self.dataset[index]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.seed, epoch, index))
+            return self.transform(image), label
+
+
+def _loader_options(num_workers: int, pin_memory: bool, device: torch.device) -> dict[str, Any]:
+    return {
+        "num_workers": num_workers,
+        "pin_memory": pin_memory and device.type == "cuda",
+        "persistent_workers": num_workers > 0,
+        "prefetch_factor": 4 if num_workers > 0 else None,
+    }
+
+
+class LoaderSource:
+    """A map-style data set (image folder, built-in set) decoded by DataLoader workers."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        transform: Callable,
+        batch_size: int,
+        rank: int,
+        world_size: int,
+        seed: int,
+        device: torch.device,
+        num_workers: int = 8,
+        pin_memory: bool = True,
+    ) -> None:
+        self.device = device
+        self.sampler = GlobalBatchSampler(len(dataset), batch_size, rank, world_size, seed)  # type: ignore[arg-type]
+        self.batches_per_epoch = self.sampler.batches_per_epoch
+        self.loader = DataLoader(
+            SeededItems(dataset, seed, transform),
+            batch_sampler=self.sampler,
+            generator=torch.Generator().manual_seed(seed),  # leaves the global RNG alone
+            **_loader_options(num_workers, pin_memory, device),
+        )
+
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[torch.Tensor]:
+        self.sampler.set_epoch(epoch, start_batch)
+        for images, _ in self.loader:
+            yield images.to(self.device, non_blocking=True)
+
+
+class StreamSource:
+    """Tar shards (an IterableDataset that splits itself over ranks and workers).
+
+    Shards have no length, so an epoch is `samples_per_epoch` images; a reader that runs
+    dry starts another pass, so every rank runs the same number of steps. Workers are
+    re-seeded per epoch, so a resumed run replays an epoch's first batches to reach
+    `start_batch` and then continues exactly.
+    """
+
+    def __init__(
+        self,
+        dataset: IterableDataset,
+        samples_per_epoch: int,
+        batch_size: int,
+        world_size: int,
+        seed: int,
+        device: torch.device,
+        num_workers: int = 8,
+        pin_memory: bool = True,
+    ) -> None:
+        self.dataset, self.device, self.seed = dataset, device, seed
+        self.main_process_decodes = num_workers == 0
+        self.batches_per_epoch = samples_per_epoch // (batch_size * world_size)
+        self.generator = torch.Generator()
+        options = _loader_options(num_workers, pin_memory, device)
+        options["persistent_workers"] = False  # fresh, re-seeded workers every epoch
+        self.loader = DataLoader(dataset, batch_size=batch_size, drop_last=True,
+                                 generator=self.generator, **options)  # fmt: skip
+
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[torch.Tensor]:
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        self.generator.manual_seed(derive_seed(self.seed, epoch))
+        if self.main_process_decodes:  # the transforms then draw from the global RNG
+            torch.manual_seed(derive_seed(self.seed, epoch, 1))
+        produced = 0
+        while produced < self.batches_per_epoch:
+            empty = True
+            for images, _ in self.loader:
+                empty = False
+                if produced >= start_batch:
+                    yield images.to(self.device, non_blocking=True)
+                produced += 1
+                if produced == self.batches_per_epoch:
+                    return
+            if empty:
+                raise CrossMAEError(
+                    f"the tar shards give no full batch of {self.loader.batch_size} images "
+                    "to each process; use a smaller --batch-size"
+                )
+
+
+def is_map_style(dataset: Dataset) -> bool:
+    return isinstance(dataset, Sized) and not isinstance(dataset, IterableDataset)

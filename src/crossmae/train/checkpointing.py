@@ -1,0 +1,123 @@
+"""Training checkpoints: everything needed to continue a run exactly where it stopped.
+
+A training checkpoint is also a model checkpoint (`crossmae.load_model` reads it): it is
+`model_checkpoint(model)` plus the optimizer, the loss scaler, the position in the
+schedule, the run's config and every random-number state. Files are written atomically
+(temporary file, fsync, rename), so a process killed while saving leaves the previous
+checkpoint intact, and read with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from crossmae.errors import CrossMAEError
+from crossmae.models.autoencoder import MaskedAutoencoder
+from crossmae.models.checkpoint import model_checkpoint
+from crossmae.serialization import atomic_torch_save, safe_torch_load
+
+LATEST = "checkpoint.pth"
+CHECKPOINT_GLOB = "checkpoint*.pth"
+TRAINING_KEYS = ("optimizer", "epoch", "step_in_epoch", "global_step", "rng")
+
+
+def epoch_checkpoint_name(epoch: int) -> str:
+    """The name of the copy kept after `epoch` epochs (1-based), next to the latest one."""
+    return f"checkpoint-epoch{epoch:04d}.pth"
+
+
+def capture_rng(generators: Mapping[str, torch.Generator] | None = None) -> dict[str, Any]:
+    """Python, NumPy, torch CPU/CUDA and named generator states, as plain tensors and lists
+    (so they load under `weights_only=True`)."""
+    np_state = np.random.get_state(legacy=False)
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "generators": {name: g.get_state() for name, g in (generators or {}).items()},
+    }
+    return state
+
+
+def restore_rng(state: Mapping[str, Any], generators: Mapping[str, torch.Generator]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np_state = state["numpy"]
+    np.random.set_state({
+        "bit_generator": "MT19937",
+        "state": {"key": np_state["key"].numpy().astype(np.uint32), "pos": np_state["pos"]},
+        "has_gauss": np_state["has_gauss"],
+        "gauss": np_state["gauss"],
+    })  # fmt: skip
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
+    for name, gen in generators.items():
+        if name in state["generators"]:
+            gen.set_state(state["generators"][name])
+
+
+def save_training_state(
+    path: str | Path,
+    model: MaskedAutoencoder,
+    optimizer_state: dict[str, Any],
+    *,
+    epoch: int,
+    step_in_epoch: int,
+    global_step: int,
+    config: dict[str, Any],
+    scaler_state: dict[str, Any] | None = None,
+    generators: Mapping[str, torch.Generator] | None = None,
+    model_state: dict[str, torch.Tensor] | None = None,
+    **extra: Any,
+) -> None:
+    """Write a resumable checkpoint atomically.
+
+    `epoch` is the epoch in progress (0-based) and `step_in_epoch` the optimizer steps done
+    in it; an epoch boundary is (epoch + 1, 0). `model_state` replaces `model.state_dict()`
+    when the caller had to gather it (sharded training).
+    """
+    ckpt = model_checkpoint(
+        model,
+        optimizer=optimizer_state,
+        scaler=scaler_state,
+        epoch=epoch,
+        step_in_epoch=step_in_epoch,
+        global_step=global_step,
+        config=config,
+        rng=capture_rng(generators),
+        **extra,
+    )
+    if model_state is not None:
+        ckpt["model"] = model_state
+    atomic_torch_save(ckpt, path)
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The most recently written checkpoint in `output_dir`, or None."""
+    found = [p for p in Path(output_dir).glob(CHECKPOINT_GLOB) if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
+
+
+def load_training_state(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint written by `save_training_state` (never running code from it)."""
+    ckpt = safe_torch_load(path)
+    missing = [k for k in TRAINING_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise CrossMAEError(
+            f"{path} is not a crossmae training checkpoint (it has no {missing[0]!r}); "
+            "only checkpoints written by `crossmae pretrain` can be resumed"
+        )
+    return ckpt

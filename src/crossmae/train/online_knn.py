@@ -1,0 +1,71 @@
+"""kNN accuracy of the encoder's features during pretraining: a cheap sign of progress.
+
+Features are the mean of the encoder's patch tokens on unmasked images (a fusion CrossMAE
+encoder has no final norm; the kNN compares cosine similarities, so no norm is needed).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from crossmae.errors import CrossMAEError
+from crossmae.models.autoencoder import MaskedAutoencoder
+
+
+class OnlineKNN:
+    """A labeled train split (the neighbours) and an eval split (the queries)."""
+
+    def __init__(
+        self,
+        train: Dataset,
+        evaluate: Dataset,
+        *,
+        k: int = 20,
+        max_images: int = 10000,
+        batch_size: int = 256,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        self.num_classes = getattr(train, "num_classes", None)
+        if not self.num_classes:
+            raise CrossMAEError(
+                "kNN monitoring needs labeled data (class folders, or shards with .cls labels)"
+            )
+        self.k = k
+        generator = torch.Generator().manual_seed(seed)
+        self.splits = [self._subset(ds, max_images, generator) for ds in (train, evaluate)]
+        self.loader_options = {"batch_size": batch_size, "num_workers": num_workers}
+
+    @staticmethod
+    def _subset(dataset: Dataset, max_images: int, generator: torch.Generator) -> Dataset:
+        size = len(dataset)  # type: ignore[arg-type]
+        if size <= max_images:
+            return dataset
+        return Subset(dataset, torch.randperm(size, generator=generator)[:max_images].tolist())
+
+    @torch.no_grad()
+    def features(
+        self, model: MaskedAutoencoder, dataset: Dataset, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        feats, labels = [], []
+        for images, target in DataLoader(dataset, **self.loader_options):
+            tokens = model.forward_features(images.to(device, non_blocking=True))
+            feats.append(tokens[:, 1:].float().mean(dim=1))
+            labels.append(target.to(device))
+        return torch.cat(feats), torch.cat(labels)
+
+    def accuracy(self, model: MaskedAutoencoder, device: torch.device) -> float:
+        """Top-1 accuracy (0-1) of a weighted 20-NN vote on the eval split."""
+        from crossmae.eval.knn import knn_accuracy
+
+        was_training = model.training
+        model.eval()
+        try:
+            train_x, train_y = self.features(model, self.splits[0], device)
+            eval_x, eval_y = self.features(model, self.splits[1], device)
+        finally:
+            model.train(was_training)
+        keep = train_y >= 0
+        return float(knn_accuracy(train_x[keep], train_y[keep], eval_x, eval_y,
+                                  self.num_classes, k=self.k))  # fmt: skip

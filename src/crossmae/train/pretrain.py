@@ -1,0 +1,530 @@
+"""The pretraining engine: one process per device (torchrun), DDP or FSDP2, resumable.
+
+`pretrain(*layers)` builds the run from settings layers (a YAML file's, then the command
+line's), and when resuming puts the checkpoint's own settings underneath, so
+`--resume auto --output-dir DIR` alone continues a run exactly as it was configured.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from crossmae.errors import CrossMAEError
+from crossmae.models.autoencoder import MaskedAutoencoder
+from crossmae.models.config import AutoencoderConfig
+from crossmae.serialization import load_state_dict_strict
+from crossmae.train import checkpointing as ckpt
+from crossmae.train.batches import BatchSource, derive_seed, masking_noise
+from crossmae.train.config import PretrainConfig, with_demo
+from crossmae.train.data import TrainingData, open_training_data
+from crossmae.train.distributed import (
+    DistInfo,
+    all_reduce_max,
+    all_reduce_mean,
+    broadcast_object,
+    cleanup_distributed,
+    init_distributed,
+)
+from crossmae.train.logging import RunLogger, read_log
+from crossmae.train.monitor import save_loss_curve, save_reconstruction
+from crossmae.train.optim import build_adamw, param_groups, set_lr
+from crossmae.train.options import build_dataclass
+from crossmae.train.precision import resolve_precision
+from crossmae.train.schedule import lr_at, scaled_lr
+from crossmae.train.signals import GracefulStop
+from crossmae.train.step import OptimizerStep, StepResult
+
+RECONSTRUCTION_IMAGES = 8
+LOSS_PNG, RECON_PNG, CONFIG_YAML = "loss.png", "reconstruction.png", "config.yaml"
+# Settings about one invocation, not the run: a resumed run does not inherit them.
+PER_INVOCATION = ("resume", "max_steps")
+
+
+def pretrain(*layers: dict[str, Any], source: str = "") -> int:
+    """Run (or continue) a pretraining run; returns the process exit code.
+
+    Settings are validated before anything is set up, so bad ones fail at once.
+    """
+    cfg = build_dataclass(PretrainConfig, *with_demo(*layers), source=source).validate()
+    dist = init_distributed(cfg.device)
+    try:
+        cfg, state, path = _resolve_run(cfg, layers, source, dist)
+        return Pretrainer(cfg, dist, state, path).run()
+    finally:
+        cleanup_distributed()
+
+
+def _resolve_run(
+    cfg: PretrainConfig, layers: tuple[dict[str, Any], ...], source: str, dist: DistInfo
+) -> tuple[PretrainConfig, dict[str, Any] | None, Path | None]:
+    """The output folder (named by rank 0) and the checkpoint to continue from, if any."""
+    decision: tuple[str, str | None, str | None] = ("", None, None)
+    if dist.is_main:
+        try:
+            decision = (*_output_and_checkpoint(cfg), None)  # type: ignore[assignment]
+        except CrossMAEError as err:
+            decision = ("", None, str(err))
+    output_dir, path, error = broadcast_object(decision)  # type: ignore[misc]
+    if error:
+        raise CrossMAEError(error)
+    state = None
+    if path is not None:  # the run's own settings, under the ones given now
+        state = ckpt.load_training_state(path)
+        saved = {k: v for k, v in state["config"].items() if k not in PER_INVOCATION}
+        cfg = build_dataclass(PretrainConfig, saved, *layers, source=source)
+    cfg.output_dir = output_dir
+    return cfg.validate(), state, None if path is None else Path(path)
+
+
+def _output_and_checkpoint(cfg: PretrainConfig) -> tuple[str, str | None]:
+    if cfg.resume not in (None, "auto"):
+        found = Path(cfg.resume)
+        if not found.is_file():
+            raise CrossMAEError(f"checkpoint {found} does not exist")
+        return cfg.output_dir or str(found.parent), str(found)
+    if cfg.output_dir is None:
+        if cfg.resume == "auto":
+            raise CrossMAEError("--resume auto needs the --output-dir of the run to continue")
+        return f"runs/pretrain-{datetime.now():%Y%m%d-%H%M%S}", None
+    latest = ckpt.latest_checkpoint(cfg.output_dir)
+    if latest is not None and cfg.resume is None:
+        raise CrossMAEError(
+            f"{cfg.output_dir} already holds a run; pass --resume auto to continue it, "
+            "or choose another --output-dir"
+        )
+    return cfg.output_dir, None if latest is None else str(latest)
+
+
+class Pretrainer:
+    """One pretraining run in this process: data, model, optimizer, loop, files."""
+
+    def __init__(
+        self,
+        cfg: PretrainConfig,
+        dist: DistInfo,
+        state: dict[str, Any] | None = None,
+        resumed_from: Path | None = None,
+    ) -> None:
+        self.cfg, self.dist, self.device = cfg, dist, dist.device
+        self.output_dir = Path(cfg.output_dir or ".")
+        self.model_cfg: AutoencoderConfig = cfg.model_config()
+        self.precision = resolve_precision(cfg.precision, self.device)
+        _seed_everything(cfg.seed)
+        self.data: TrainingData = open_training_data(cfg, self.model_cfg, dist)
+        self.source: BatchSource = self.data.source
+        self.steps_per_epoch = self.source.batches_per_epoch // cfg.accum_iter
+        if self.steps_per_epoch < 1:
+            raise CrossMAEError(
+                f"{self.data.description} gives {self.source.batches_per_epoch} batches of "
+                f"{cfg.batch_size} per process, fewer than --accum-iter {cfg.accum_iter}; "
+                "use a smaller --batch-size"
+            )
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.effective_batch = cfg.batch_size * cfg.accum_iter * dist.world_size
+        self.base_lr = self._base_lr()
+        self.module = MaskedAutoencoder(self.model_cfg).to(self.device)
+        self.model = self._wrap(self.module)
+        groups = param_groups(self.module, cfg.weight_decay)
+        self.optimizer = build_adamw(groups, self.base_lr, tuple(cfg.betas), self.device)
+        self.stepper = OptimizerStep(
+            self.model, self.optimizer, device=self.device, precision=self.precision,
+            accum_iter=cfg.accum_iter, clip_grad=cfg.clip_grad,
+        )  # fmt: skip
+        self.masking = torch.Generator(self.device).manual_seed(derive_seed(cfg.seed, 2))
+        self.epoch = self.step_in_epoch = self.global_step = 0
+        self.figure_images: list[torch.Tensor] = []  # the first images, for the figures
+        self.figure_count = 0
+        self.nonfinite_steps = 0
+        self._reset_meters()
+        if state is not None:
+            self._restore(state, resumed_from)
+        self.logger = RunLogger(
+            self.output_dir, enabled=dist.is_main, total_steps=self._planned_steps(),
+            initial_step=self.global_step, tensorboard=cfg.tensorboard,
+        )  # fmt: skip
+        self.resumed_from = resumed_from
+
+    # ----- setup ---------------------------------------------------------------------------
+
+    def _base_lr(self) -> float:
+        if self.cfg.lr is not None:
+            return self.cfg.lr
+        c = self.model_cfg
+        by_ratio = self.cfg.scale_lr_by_ratio and c.decoder == "cross"
+        gamma = c.prediction_ratio if by_ratio else None
+        return scaled_lr(self.cfg.blr, self.effective_batch, c.mask_ratio, gamma)
+
+    def _wrap(self, module: MaskedAutoencoder) -> nn.Module:
+        """FSDP2 (sharded) or DDP across processes, optionally compiled."""
+        model: nn.Module = module
+        if self.cfg.fsdp:
+            if not torch.distributed.is_initialized():
+                raise CrossMAEError(
+                    "--fsdp shards the model over processes started by torchrun, e.g. "
+                    "torchrun --nproc_per_node=8 -m crossmae pretrain --fsdp ..."
+                )
+            from torch.distributed.fsdp import fully_shard
+
+            for block in [*module.encoder.blocks, *module.decoder.blocks]:
+                fully_shard(block)
+            fully_shard(module)
+        if self.cfg.compile:
+            module.compile()
+        if self.dist.distributed and not self.cfg.fsdp:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = DistributedDataParallel(module, device_ids=ids)
+        return model
+
+    def _restore(self, state: dict[str, Any], path: Path | None) -> None:
+        saved = state.get("model_config", {})
+        current = self.model_cfg.to_dict()
+        for key in current:
+            if saved.get(key) != current[key]:
+                raise CrossMAEError(
+                    f"checkpoint {path} is a different model ({key} is {saved.get(key)!r} "
+                    f"there and {current[key]!r} here); resume with the settings it was "
+                    "trained with, or start a new --output-dir"
+                )
+        if state["step_in_epoch"] and state.get("effective_batch") != self.effective_batch:
+            raise CrossMAEError(
+                f"checkpoint {path} stopped mid-epoch with an effective batch of "
+                f"{state.get('effective_batch')}; resume it with the same batch size, "
+                "accumulation and process count"
+            )
+        if self.cfg.fsdp:
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                set_model_state_dict,
+                set_optimizer_state_dict,
+            )
+
+            full = StateDictOptions(full_state_dict=True)
+            set_model_state_dict(self.module, state["model"], options=full)
+            set_optimizer_state_dict(self.module, self.optimizer, state["optimizer"], options=full)
+        else:
+            load_state_dict_strict(self.module, state["model"], f"checkpoint {path}")
+            self.optimizer.load_state_dict(state["optimizer"])
+        if self.stepper.scaler is not None and state.get("scaler"):
+            self.stepper.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
+        self.global_step = state["global_step"]
+        self.nonfinite_steps = int(state.get("nonfinite_steps", 0))
+        ckpt.restore_rng(state["rng"], {"masking": self.masking})
+
+    def _planned_steps(self) -> int:
+        return min(self.total_steps, self.cfg.max_steps or self.total_steps)
+
+    # ----- the loop ------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self._announce()
+        started = time.perf_counter()
+        with GracefulStop() as stop:
+            try:
+                code = self._train(stop)
+            finally:
+                self.logger.close()
+        if code == 0 and self.dist.is_main:
+            self._summary(time.perf_counter() - started)
+        return code
+
+    def _train(self, stop: GracefulStop) -> int:
+        cfg = self.cfg
+        while self.epoch < cfg.epochs:
+            batches = self.source.epoch(self.epoch, self.step_in_epoch * cfg.accum_iter)
+            while self.step_in_epoch < self.steps_per_epoch and not self._reached_max_steps():
+                set_lr(self.optimizer, self._lr())
+                result = self.stepper(itertools.islice(batches, cfg.accum_iter), self._loss)
+                self._count(result)
+                self.global_step += 1
+                self.step_in_epoch += 1
+                if self._stop_requested(stop):
+                    return self._stop_on_signal(stop)
+                if cfg.save_every_steps and self.global_step % cfg.save_every_steps == 0:
+                    self._save(ckpt.LATEST)
+            if self.step_in_epoch == self.steps_per_epoch:
+                self.epoch += 1
+                self.step_in_epoch = 0
+                self._end_of_epoch(final=self.epoch == cfg.epochs or self._reached_max_steps())
+                self.meter_start = time.perf_counter()  # images/s counts training time only
+            else:  # --max-steps ended the run mid-epoch
+                self._save(ckpt.LATEST)
+                self._figures(final=True)
+            if self._reached_max_steps():
+                break
+        return 0
+
+    def _stop_requested(self, stop: GracefulStop) -> bool:
+        """Log when due; True when a signal asks to stop (agreed by all ranks at log steps)."""
+        log_due = (
+            self.global_step % self.cfg.log_every == 0
+            or self.step_in_epoch == self.steps_per_epoch
+            or self.global_step == 1  # the loss curve starts at the initial loss
+        )
+        if log_due:
+            self._log_progress()
+        if not self.dist.distributed:
+            return stop.requested is not None
+        return log_due and self._any_rank(stop.requested is not None)
+
+    def _loss(self, images: torch.Tensor) -> torch.Tensor:
+        if self.figure_count < RECONSTRUCTION_IMAGES:
+            self.figure_images.append(images[:RECONSTRUCTION_IMAGES].detach().clone())
+            self.figure_count += self.figure_images[-1].shape[0]
+        noise = masking_noise(self.masking, images.shape[0], self.dist.rank,
+                              self.dist.world_size, self.model_cfg.num_patches)  # fmt: skip
+        return self.model(images, noise=noise).loss
+
+    def _lr(self) -> float:
+        warmup = self.cfg.warmup_epochs * self.steps_per_epoch
+        return lr_at(self.global_step, base_lr=self.base_lr, warmup_steps=warmup,
+                     total_steps=self.total_steps, min_lr=self.cfg.min_lr)  # fmt: skip
+
+    def _reached_max_steps(self) -> bool:
+        return self.cfg.max_steps is not None and self.global_step >= self.cfg.max_steps
+
+    def _any_rank(self, flag: bool) -> bool:
+        return bool(all_reduce_max(torch.tensor(float(flag), device=self.device)).item())
+
+    # ----- metrics (device tensors between log steps: no host sync in the step) -----------
+
+    def _reset_meters(self, streak: torch.Tensor | None = None) -> None:
+        """Start a new logging interval; a run of non-finite steps carries over."""
+        zero = torch.zeros((), device=self.device)
+        self.loss_sum, self.norm_sum, self.meter_steps = zero.clone(), zero.clone(), 0
+        self.new_nonfinite = zero.clone()
+        self.streak = zero.clone() if streak is None else streak
+        self.worst_streak = self.streak.clone()
+        self.meter_start = time.perf_counter()
+
+    def _count(self, result: StepResult) -> None:
+        finite = 1.0 - result.nonfinite
+        self.loss_sum += torch.nan_to_num(result.loss) * finite
+        self.norm_sum += torch.nan_to_num(result.grad_norm) * finite
+        self.meter_steps += 1
+        self.streak = self.streak * result.nonfinite + result.nonfinite
+        self.worst_streak = torch.maximum(self.worst_streak, self.streak)
+        self.new_nonfinite += result.nonfinite
+
+    def _log_progress(self) -> None:
+        cfg = self.cfg
+        bad = all_reduce_max(torch.stack([self.new_nonfinite, self.worst_streak])).tolist()
+        good_steps = max(self.meter_steps - int(bad[0]), 1)
+        loss = all_reduce_mean(self.loss_sum).item() / good_steps
+        grad_norm = self.norm_sum.item() / good_steps
+        seconds = time.perf_counter() - self.meter_start
+        record: dict[str, Any] = {
+            "epoch": round(self.epoch + self.step_in_epoch / self.steps_per_epoch, 4),
+            "loss": loss,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "grad_norm": grad_norm,
+            "images_per_s": self.meter_steps * self.effective_batch / max(seconds, 1e-9),
+            "nonfinite_steps": self.nonfinite_steps + int(bad[0]),
+        }
+        if self.device.type == "cuda":
+            record["gpu_mem_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+        self.nonfinite_steps = record["nonfinite_steps"]
+        line = (
+            f"epoch {self.epoch + 1}/{cfg.epochs} step {self.global_step}/{self._planned_steps()}"
+            f" loss {loss:.4f} lr {record['lr']:.2e} {record['images_per_s']:.0f} img/s"
+        )
+        self.logger.log(record, self.global_step, line)
+        if bad[1] >= cfg.max_nonfinite:
+            kept = ckpt.latest_checkpoint(self.output_dir)
+            raise CrossMAEError(
+                f"the loss or gradient was not finite for {int(bad[1])} steps in a row (up to "
+                f"step {self.global_step}), so the run stopped; "
+                + (f"the last good checkpoint is {kept}" if kept else "no checkpoint was saved")
+                + "; lower --blr or --lr, set --clip-grad, or use --precision bf16 or fp32"
+            )
+        self._reset_meters(self.streak)
+
+    # ----- epoch ends, checkpoints, figures ------------------------------------------------
+
+    def _end_of_epoch(self, final: bool) -> None:
+        cfg = self.cfg
+        if self.epoch == 1:
+            report = self.data.report()
+            if report:
+                self.logger.message(f"data: {report}")
+        self._save(ckpt.LATEST)
+        if cfg.keep_every_epochs and self.epoch % cfg.keep_every_epochs == 0:
+            self._save(ckpt.epoch_checkpoint_name(self.epoch))
+        self._figures(final)
+
+    def _figures(self, final: bool) -> None:
+        cfg = self.cfg
+        recon = cfg.recon_every_epochs and (final or self.epoch % cfg.recon_every_epochs == 0)
+        knn = cfg.knn_every_epochs and (final or self.epoch % cfg.knn_every_epochs == 0)
+        if not (recon or knn):
+            if self.dist.is_main:
+                self._loss_curve()
+            return
+        model = self._plain_model()
+        if not self.dist.is_main:
+            return
+        self._loss_curve()
+        if recon and self.figure_images:
+            images = torch.cat(self.figure_images)[:RECONSTRUCTION_IMAGES]
+            title = f"{self.model_cfg.decoder} decoder, epoch {self.epoch}, step {self.global_step}"
+            grid = save_reconstruction(model, images, self.output_dir / RECON_PNG, cfg.seed, title)
+            self.logger.image("reconstruction", grid, self.global_step)
+        if knn and self.data.knn is not None:
+            accuracy = self.data.knn.accuracy(model, self.device)
+            self.logger.log({"epoch": self.epoch, "knn_top1": accuracy}, self.global_step)
+            self.logger.message(f"epoch {self.epoch}: kNN top-1 {accuracy:.2f}%")
+
+    def _loss_curve(self) -> None:
+        records = read_log(self.logger.path) if self.logger.path.exists() else []
+        if records:
+            save_loss_curve(records, self.output_dir / LOSS_PNG, self._title())
+
+    def _plain_model(self) -> MaskedAutoencoder:
+        """The model as one module on this device (gathered from the shards under FSDP)."""
+        if not self.cfg.fsdp:
+            return self.module
+        state = self._full_model_state()
+        copy = MaskedAutoencoder(self.model_cfg).to(self.device)
+        if self.dist.is_main:
+            copy.load_state_dict(state)
+        return copy
+
+    def _full_model_state(self) -> dict[str, torch.Tensor] | None:
+        if not self.cfg.fsdp:
+            return None
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return get_model_state_dict(self.module, options=options)
+
+    def _save(self, name: str) -> Path:
+        """Write a resumable checkpoint (rank 0 writes; under FSDP all ranks gather)."""
+        path = self.output_dir / name
+        model_state = self._full_model_state()
+        if self.cfg.fsdp:
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                get_optimizer_state_dict,
+            )
+
+            options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            optimizer_state = get_optimizer_state_dict(self.module, self.optimizer, options=options)
+        else:
+            optimizer_state = self.optimizer.state_dict()
+        if self.dist.is_main:
+            scaler = self.stepper.scaler
+            ckpt.save_training_state(
+                path, self.module, optimizer_state,
+                epoch=self.epoch, step_in_epoch=self.step_in_epoch, global_step=self.global_step,
+                config=self.cfg.to_dict(), scaler_state=scaler.state_dict() if scaler else None,
+                generators={"masking": self.masking}, model_state=model_state,
+                effective_batch=self.effective_batch, nonfinite_steps=self.nonfinite_steps,
+            )  # fmt: skip
+        return path
+
+    def _stop_on_signal(self, stop: GracefulStop) -> int:
+        """Save where we are and exit; another rank may have caught the signal (SIGTERM)."""
+        path = self._save(ckpt.LATEST)
+        if self.dist.is_main:
+            self.logger.message(
+                f"stopped by {stop.name or 'a signal'} at epoch {self.epoch + 1}, step "
+                f"{self.global_step}; saved {path}\ncontinue with: crossmae pretrain "
+                f"--resume auto --output-dir {self.output_dir}"
+            )
+        return stop.exit_code or 143
+
+    # ----- what the user reads -------------------------------------------------------------
+
+    def _title(self) -> str:
+        c = self.model_cfg
+        name = self.cfg.model
+        gamma = f", γ {c.prediction_ratio}" if c.decoder == "cross" else ""
+        return f"{name}: p {c.mask_ratio}{gamma}, batch {self.effective_batch}"
+
+    def _announce(self) -> None:
+        if not self.dist.is_main:
+            return
+        cfg, c = self.cfg, self.model_cfg
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        (self.output_dir / CONFIG_YAML).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        params = sum(p.numel() for p in self.module.parameters()) / 1e6
+        gamma = f", γ {c.prediction_ratio}" if c.decoder == "cross" else ""
+        processes = f"{self.dist.world_size} process{'es' if self.dist.distributed else ''}"
+        warmup = round(cfg.warmup_epochs * self.steps_per_epoch)
+        lines = [
+            f"model   {cfg.model}: ViT {c.embed_dim}x{c.depth}, "
+            f"{c.decoder} decoder {c.decoder_dim}x{c.decoder_depth}, p {c.mask_ratio}{gamma}, "
+            f"{params:.1f}M parameters",
+            f"data    {self.data.description}",
+            f"batch   {cfg.batch_size} x {cfg.accum_iter} accumulation x {processes} = "
+            f"{self.effective_batch} images per step; {self.steps_per_epoch} steps per epoch, "
+            f"{cfg.epochs} epochs",
+            f"lr      {self.base_lr:.3g} after {warmup} warmup steps, cosine to {cfg.min_lr:g}",
+            f"device  {self.device}, {self.precision}"
+            + (", FSDP2" if cfg.fsdp else ", DDP" if self.dist.distributed else "")
+            + (", compiled" if cfg.compile else ""),
+            f"output  {self.output_dir}",
+        ]
+        if cfg.resume == "auto" and not self.resumed_from:
+            lines.append(f"resume  no checkpoint in {self.output_dir} yet: a new run")
+        if self.resumed_from:
+            lines.append(
+                f"resumed {self.resumed_from} at epoch {self.epoch + 1}, step {self.global_step}"
+            )
+        for line in lines:
+            self.logger.message(line)
+
+    def _summary(self, seconds: float) -> None:
+        records = [r for r in read_log(self.logger.path) if "loss" in r]
+        first = records[0]["loss"] if records else math.nan
+        last = records[-1]["loss"] if records else math.nan
+        speed = [r["images_per_s"] for r in records if "images_per_s" in r]
+        out = self.output_dir
+        files = [
+            ("checkpoint", out / ckpt.LATEST),
+            ("log", out / "log.jsonl"),
+            ("loss curve", out / LOSS_PNG),
+            ("reconstructions", out / RECON_PNG),
+            ("config", out / CONFIG_YAML),
+        ]
+        lines = [
+            "",
+            f"done in {_duration(seconds)}: {self.global_step} steps, epoch "
+            f"{self.epoch + self.step_in_epoch / self.steps_per_epoch:.3g}/{self.cfg.epochs}, "
+            f"{np.median(speed) if speed else 0:.0f} images/s",
+            f"loss    {first:.4f} (first log) -> {last:.4f} (last log)",
+        ]
+        if self.nonfinite_steps:
+            lines.append(f"skipped {self.nonfinite_steps} steps with a non-finite loss")
+        report = self.data.report()
+        if report:
+            lines.append(f"data    {report}")
+        lines += [f"{name:16}{path}" for name, path in files if path.exists()]
+        if self.cfg.tensorboard:
+            lines.append(f"{'tensorboard':16}tensorboard --logdir {out}")
+        print("\n".join(lines), flush=True)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{seconds:.1f}s"
+
+
+def _seed_everything(seed: int) -> None:
+    """Same initial weights on every rank (DDP also broadcasts rank 0's)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

@@ -1,0 +1,42 @@
+"""Learning-rate rules shared by pretraining, fine-tuning and probing (MAE's conventions)."""
+
+from __future__ import annotations
+
+import math
+
+
+def lr_at(
+    step: float,
+    *,
+    base_lr: float,
+    warmup_steps: float,
+    total_steps: float,
+    min_lr: float = 0.0,
+) -> float:
+    """The learning rate at optimizer step `step` (fractional steps allowed).
+
+    Linear warmup from 0 to `base_lr` over `warmup_steps`, then a half cosine down to
+    `min_lr` at `total_steps`, held there afterwards. Set per iteration, not per epoch.
+    """
+    if step < warmup_steps:
+        return base_lr * step / warmup_steps
+    decay_steps = total_steps - warmup_steps
+    progress = 1.0 if decay_steps <= 0 else min((step - warmup_steps) / decay_steps, 1.0)
+    return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def scaled_lr(
+    blr: float,
+    effective_batch: int,
+    mask_ratio: float | None = None,
+    prediction_ratio: float | None = None,
+) -> float:
+    """`blr * effective_batch / 256`, times γ/p when both ratios are given.
+
+    The γ/p factor is CrossMAE's: decoding only a fraction γ of the patches scales the
+    gradient down, so the paper scales the learning rate by the same amount.
+    """
+    lr = blr * effective_batch / 256
+    if mask_ratio is not None and prediction_ratio is not None:
+        lr *= prediction_ratio / mask_ratio
+    return lr

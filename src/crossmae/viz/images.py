@@ -1,0 +1,71 @@
+"""Images for the figures: loaded as evaluation sees them, shown back in [0, 1] pixels."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Sequence, Sized
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from crossmae.data.decode import ImageSkipped, decode_image, image_mode
+from crossmae.data.open_dataset import open_image_dataset
+from crossmae.data.transforms import IMAGENET_MEAN, IMAGENET_STD, channel_stats, eval_transform
+from crossmae.errors import CrossMAEError
+
+BUILTIN = "builtin"  # `--data builtin`: the demo set shipped with the package
+
+
+@dataclass
+class ImageBatch:
+    imgs: torch.Tensor  # (B, C, H, W), normalised with the ImageNet statistics
+    names: list[str]  # what to call each image in reports
+
+
+def pixel_stats(in_chans: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C, 1, 1) mean and std the images were normalised with."""
+    mean, std = channel_stats(IMAGENET_MEAN, IMAGENET_STD, in_chans)
+    return torch.tensor(mean).view(-1, 1, 1), torch.tensor(std).view(-1, 1, 1)
+
+
+def denormalize(x: torch.Tensor) -> torch.Tensor:
+    """Model input space (B, C, H, W) -> [0, 1] pixels, clamped for display and PSNR."""
+    mean, std = pixel_stats(x.shape[1])
+    return (x * std.to(x) + mean.to(x)).clamp(0, 1)
+
+
+def load_files(paths: Sequence[str | Path], size: tuple[int, int], in_chans: int) -> ImageBatch:
+    """Image files through the evaluation transform (resize, centre crop, normalise)."""
+    transform = eval_transform(size, in_chans)
+    imgs = []
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise CrossMAEError(f"image {path} does not exist")
+        try:
+            img = decode_image(path.read_bytes(), image_mode(in_chans))
+        except ImageSkipped as skip:
+            raise CrossMAEError(f"cannot use image {path}: {skip}") from None
+        imgs.append(transform(img))
+    return ImageBatch(torch.stack(imgs), [str(p) for p in paths])
+
+
+def sample_dataset(
+    data: str, split: str, num: int, seed: int, size: tuple[int, int], in_chans: int
+) -> ImageBatch:
+    """`num` images drawn at random (reproducibly for `seed`) from a data set."""
+    if num < 1:
+        raise CrossMAEError(f"--num must be at least 1, got {num}")
+    path = None if data == BUILTIN and not Path(data).exists() else data
+    dataset = open_image_dataset(path, split, eval_transform(size, in_chans), in_chans)
+    if not isinstance(dataset, Sized):  # tar shards stream: take the first `num` images
+        items = list(itertools.islice(iter(dataset), num))
+        names = [f"{data} item {i}" for i in range(len(items))]
+    else:
+        indices = sorted(random.Random(seed).sample(range(len(dataset)), min(num, len(dataset))))
+        items = [dataset[i] for i in indices]
+        names = [dataset.name(i) for i in indices]
+    if len(items) < num:
+        raise CrossMAEError(f"asked for {num} images but {data} holds only {len(items)}")
+    return ImageBatch(torch.stack([img for img, _ in items]), names)

@@ -1,0 +1,76 @@
+"""Mistakes users make get one sentence and exit status 2, never a traceback."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from crossmae.cli import main
+
+
+def _fails(capsys, *args) -> str:
+    assert main([str(a) for a in args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err
+    return err
+
+
+def test_wrong_checkpoint(capsys, tmp_path, two_class_tree):
+    torch.save({"format": "crossmae-linprobe", "head": {}}, tmp_path / "probe.pth")
+    err = _fails(capsys, "knn", "--checkpoint", tmp_path / "probe.pth", "--data", two_class_tree)
+    assert "not a model to evaluate" in err
+    (tmp_path / "text.pth").write_text("not a checkpoint")
+    err = _fails(capsys, "finetune", "--checkpoint", tmp_path / "text.pth")
+    assert "text.pth" in err  # unreadable: named, no traceback
+    assert "--checkpoint is required" in _fails(capsys, "linprobe")
+
+
+def test_data_without_labels(capsys, authors, tmp_path):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i in range(3):
+        pixels = np.random.default_rng(i).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(flat / f"{i}.png")
+    err = _fails(capsys, "knn", "--checkpoint", authors, "--data", flat, "--eval-data", flat)
+    assert "no labels" in err
+
+
+def test_unknown_or_wrong_class_count(capsys, authors, shard_tree, two_class_tree):
+    err = _fails(capsys, "linprobe", "--checkpoint", authors, "--data", shard_tree, "--cached")
+    assert "give --num-classes" in err
+    err = _fails(capsys, "knn", "--checkpoint", authors, "--data", two_class_tree,
+                 "--num-classes", 3)  # fmt: skip
+    assert "has 2 classes" in err
+
+
+def test_shards_with_a_class_count_work(authors, shard_tree, tmp_path):
+    out = tmp_path / "knn"
+    args = ["knn", "--checkpoint", authors, "--data", shard_tree, "--num-classes", 2, "--k", 3,
+            "--output-dir", out, "--num-workers", 0]  # fmt: skip
+    assert main([str(a) for a in args]) == 0
+    assert (out / "knn.json").is_file()
+
+
+def test_bad_settings(capsys, authors, tmp_path):
+    err = _fails(capsys, "finetune", "--checkpoint", authors, "--batch-size", 7)
+    assert "even --batch-size" in err
+    err = _fails(capsys, "knn", "--checkpoint", authors, "--features", "fused", "--img-size", 64)
+    assert "pretraining image size" in err
+    config = tmp_path / "bad.yaml"
+    config.write_text("layer_decy: 0.7\n")
+    err = _fails(capsys, "finetune", "--config", config, "--checkpoint", authors)
+    assert "unknown setting 'layer_decy'" in err
+
+
+@pytest.mark.parametrize("command", ["finetune", "linprobe"])
+def test_resume_from_a_missing_file(capsys, command, authors, tmp_path):
+    err = _fails(capsys, command, "--checkpoint", authors, "--resume", tmp_path / "nope.pth",
+                 "--output-dir", tmp_path / "out", "--train-images", 20, "--eval-images", 10,
+                 "--num-workers", 0, "--warmup-epochs", 0, "--batch-size", 10)  # fmt: skip
+    assert "does not exist" in err
+
+
+def test_data_without_an_evaluation_split(capsys, authors, two_class_tree):
+    train_only = two_class_tree / "train"  # class folders, but no val/ or test/ beside them
+    err = _fails(capsys, "knn", "--checkpoint", authors, "--data", train_only)
+    assert "no val/ or test/ split" in err and "--eval-data" in err

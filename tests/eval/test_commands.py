@@ -1,0 +1,106 @@
+"""The three commands end to end on tiny data, from our checkpoints and the authors'."""
+
+import json
+
+import pytest
+import torch
+
+from crossmae.cli import main
+from crossmae.eval.backbone import load_backbone
+
+FAST = ["--num-workers", "0", "--batch-size", "20", "--log-every", "1"]
+SUBSET = ["--train-images", "60", "--eval-images", "40"]
+
+
+def _run(*args) -> int:
+    return main([str(a) for a in args])
+
+
+@pytest.mark.parametrize("which", ["ours", "authors"])
+def test_knn_separates_two_classes_and_writes_json_beside_the_checkpoint(
+    which, request, two_class_tree
+):
+    checkpoint = request.getfixturevalue(which)
+    assert _run("knn", "--checkpoint", checkpoint, "--data", two_class_tree, "--k", 5,
+                "--num-workers", 0, "--batch-size", 16) == 0  # fmt: skip
+    results = json.loads(checkpoint.with_name(f"{checkpoint.stem}.knn.json").read_text())
+    assert results["train_images"] == 60 and results["eval_images"] == 20
+    assert results["k"] == 5 and results["features"] == "avg"
+    assert results["top1"] == 100.0
+
+
+def test_knn_on_the_builtin_demo_set_with_token_features(authors, tmp_path):
+    out = tmp_path / "knn"
+    assert _run("knn", "--checkpoint", authors, "--features", "token", "--output-dir", out,
+                *SUBSET, "--num-workers", 0) == 0  # fmt: skip
+    results = json.loads((out / "knn.json").read_text())
+    assert results["classes"] == 10 and results["eval_images"] == 40
+    assert 0 <= results["top1"] <= 100
+
+
+@pytest.mark.parametrize("which", ["ours", "authors"])
+def test_cached_linprobe_learns_and_resumes(which, request, two_class_tree, tmp_path):
+    checkpoint = request.getfixturevalue(which)
+    out = tmp_path / "probe"
+    common = ["linprobe", "--checkpoint", checkpoint, "--data", two_class_tree, "--cached",
+              "--output-dir", out, "--warmup-epochs", 1, "--lr", 5.0, "--resume", "auto",
+              "--num-workers", 0, "--batch-size", 60]  # fmt: skip
+    assert _run(*common, "--epochs", 12) == 0
+    first = json.loads((out / "results.json").read_text())
+    assert [h["epoch"] for h in first["history"]] == list(range(1, 13))
+    assert _run(*common, "--epochs", 20) == 0  # picks up checkpoint-last.pth after epoch 12
+    again = json.loads((out / "results.json").read_text())
+    assert again["history"][:12] == first["history"]
+    assert [h["epoch"] for h in again["history"]] == list(range(1, 21))
+    assert again["history"][-1]["loss"] < again["history"][0]["loss"]
+    assert again["top1"] == 100.0 and again["mode"] == "cached features"
+    ckpt = torch.load(out / "checkpoint-last.pth", weights_only=True)
+    assert ckpt["format"] == "crossmae-linprobe" and ckpt["classes"] == ["bright", "dark"]
+
+
+def test_full_linprobe_with_fused_features_on_the_demo_set(authors, tmp_path):
+    out = tmp_path / "probe"
+    assert _run("linprobe", "--checkpoint", authors, "--features", "fused", "--epochs", 1,
+                "--warmup-epochs", 0, "--output-dir", out, *SUBSET, *FAST) == 0  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    assert results["mode"] == "frozen encoder, augmented" and results["eval_images"] == 40
+    assert len(results["history"]) == 1 and (out / "log.jsonl").is_file()
+
+
+def test_finetune_from_our_checkpoint(ours, two_class_tree, tmp_path):
+    out = tmp_path / "ft"
+    assert _run("finetune", "--checkpoint", ours, "--data", two_class_tree, "--output-dir", out,
+                "--epochs", 1, "--warmup-epochs", 0, *FAST) == 0  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    assert {"top1", "top5", "best_top1", "best_epoch"} <= set(results)
+    best = load_backbone(out / "checkpoint-best.pth")
+    assert best.classes == ["bright", "dark"] and (out / "checkpoint-last.pth").is_file()
+    before, after = load_backbone(ours).state_dict, best.state_dict
+    moved = {k: (after[k] - before[k]).abs().mean().item() for k in before}
+    # layer decay 0.65: the embedding learns at 0.65^2 of the last block's rate
+    assert 0 < moved["patch_embed.proj.weight"] < 0.6 * moved["blocks.1.mlp.fc1.weight"]
+
+
+def test_finetune_from_authors_checkpoint_resumes_with_ema(authors, two_class_tree, tmp_path):
+    out = tmp_path / "ft"
+    common = ["finetune", "--checkpoint", authors, "--data", two_class_tree,
+              "--output-dir", out, "--warmup-epochs", 1, "--resume", "auto", "--ema",
+              "--ema-decay", 0.9, *FAST]  # fmt: skip
+    assert _run(*common, "--epochs", 1) == 0
+    first = json.loads((out / "results.json").read_text())
+    assert _run(*common, "--epochs", 2) == 0  # continues after epoch 1
+    results = json.loads((out / "results.json").read_text())
+    assert results["history"][0] == first["history"][0]
+    assert [h["epoch"] for h in results["history"]] == [1, 2]
+    assert {"ema_top1", "ema_top5"} <= set(results["history"][1])
+    assert load_backbone(out / "checkpoint-best.pth").classes == ["bright", "dark"]
+
+
+def test_finetune_at_a_new_resolution_with_token_pooling(authors, tmp_path):
+    out = tmp_path / "ft48"
+    assert _run("finetune", "--checkpoint", authors, "--img-size", 48, "--global-pool", "token",
+                "--epochs", 1, "--warmup-epochs", 0, "--mixup", 0, "--cutmix", 0,
+                "--output-dir", out, *SUBSET, *FAST) == 0  # fmt: skip
+    best = load_backbone(out / "checkpoint-best.pth")
+    assert best.arch.img_size == (48, 48) and best.state_dict["pos_embed"].shape == (1, 145, 64)
+    assert json.loads((out / "results.json").read_text())["image_size"] == "48x48"

@@ -1,0 +1,137 @@
+"""`crossmae profile`: counted FLOPs (attention included), ratios, a measured step."""
+
+import json
+
+import time
+
+import pytest
+import torch
+
+from crossmae.cli import main
+from crossmae.models.registry import get_config
+from crossmae.profiling import PeakRss, comparison_configs, count_flops, measure_step
+
+
+def _profile_json(capsys, *argv):
+    assert main(["profile", *argv, "--steps", "0", "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_vit_base_decoder_flops_ratio_mae_vs_crossmae_12_blocks(capsys):
+    report = _profile_json(
+        capsys, "--model", "crossmae_vit_base_patch16", "--compare", "--gammas", "0.25"
+    )
+    mae, cross = report["profiles"]
+    assert (mae["decoder"], mae["decoder_depth"], cross["prediction_ratio"]) == ("mae", 8, 0.25)
+    ratio = report["versus_mae"][0]["decoder_flops_ratio"]
+    assert 2.4 <= ratio <= 2.7  # paper: 2.48x (linear layers only)
+    assert report["versus_mae"][0]["decoder_linear_flops_ratio"] == pytest.approx(2.48, abs=0.01)
+    # the authors' linear-only counts: MAE 10.11, CrossMAE γ=.25 4.08 GFLOPs per image
+    assert mae["decoder_flops"]["linear"] / 1e9 == pytest.approx(10.11, abs=0.01)
+    assert cross["decoder_flops"]["linear"] / 1e9 == pytest.approx(4.08, abs=0.01)
+    assert mae["decoder_flops"]["attention"] > 0.5e9  # 8 blocks of 197x197 attention
+
+
+def test_vit_base_decoder_flops_ratio_with_8_crossmae_blocks(capsys):
+    report = _profile_json(
+        capsys, "--model", "crossmae_vit_base_patch16_dec8", "--compare", "--gammas", "0.25"
+    )
+    assert 3.5 <= report["versus_mae"][0]["decoder_flops_ratio"] <= 4.0  # paper: 3.70x
+    assert report["profiles"][1]["decoder_flops"]["linear"] / 1e9 == pytest.approx(2.73, abs=0.01)
+
+
+def test_attention_flops_follow_the_token_counts():
+    config = get_config("crossmae_vit_tiny_patch4_32", depth=2, decoder_depth=3)
+    flops = count_flops(config)
+    n_vis, n_dec, heads_dim = 16 + 1, 16, 128  # [CLS] + visible keys; decoded queries
+    assert flops["decoder"].attention == 3 * 2 * (2 * n_dec * n_vis * heads_dim)
+    assert flops["encoder"].attention == 2 * 2 * (2 * n_vis * n_vis * 192)
+
+
+def test_comparison_pairs_mae_with_crossmae():
+    rows = comparison_configs("mae_vit_small_patch16", [0.25, 0.75], img_size=112)
+    assert [(n, c.decoder, c.prediction_ratio) for n, c in rows][1:] == [
+        ("crossmae_vit_small_patch16", "cross", 0.25),
+        ("crossmae_vit_small_patch16", "cross", 0.75),
+    ]
+    assert rows[0][0] == "mae_vit_small_patch16"
+    assert all(c.img_size == 112 for _, c in rows)
+
+
+def test_measured_step_on_cpu():
+    config = get_config("crossmae_vit_tiny_patch4_32", depth=1, decoder_depth=1)
+    stats = measure_step(config, batch_size=2, device="cpu", steps=1, warmup=1)
+    assert stats.images_per_s > 0 and stats.step_ms > 0
+    assert stats.peak_memory_mb is None or stats.peak_memory_mb >= 0
+
+
+def test_peak_rss_sees_a_large_allocation():
+    with PeakRss() as rss:
+        block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+        time.sleep(0.05)  # several sampling intervals while it is resident
+        del block
+    assert rss.growth_mb is None or rss.growth_mb > 32
+
+
+def test_text_report(capsys):
+    assert main(["profile", "--model", "mae_vit_tiny_patch4_32", "--compare", "--steps", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("crossmae_vit_tiny_patch4_32") == 4
+    assert "decoder FLOPs 2.60x fewer than MAE" in out and "step" not in out.split("FLOPs:")[0]
+    argv = [
+        "profile",
+        "--model",
+        "crossmae_vit_tiny_patch4_32",
+        "--img-size",
+        "16",
+        "--steps",
+        "1",
+        "--batch-size",
+        "2",
+    ]
+    assert main(argv) == 0
+    assert "batch 2 on cpu, mean of 1 steps" in capsys.readouterr().out
+
+
+def test_versus_mae_ratios():
+    from crossmae.commands.profile import versus
+    from crossmae.profiling import Flops, Profile, StepStats
+
+    def fake(decoder_gflops, images_per_s, memory_mb):
+        step = StepStats("cpu", 8, 5, 1.0, images_per_s, memory_mb, "test")
+        return Profile(
+            "m", "mae", 32, 0.75, 0.75, 8, {}, Flops(1e9, 0), Flops(decoder_gflops * 1e9, 0), step
+        )
+
+    ratios = versus(fake(10, 100, 800), fake(4, 150, 400))
+    assert ratios["decoder_flops_ratio"] == pytest.approx(2.5)
+    assert ratios["total_flops_ratio"] == pytest.approx(11 / 5)
+    assert ratios["step_speedup"] == pytest.approx(1.5)
+    assert ratios["memory_ratio"] == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--model", "nope"], "unknown model"),
+        (["--model", "crossmae_vit_base_patch16", "--prediction-ratio", "0.9"], "prediction ratio"),
+        (["--model", "crossmae_vit_base_patch16_448", "--compare"], "MAE/CrossMAE pair"),
+        (["--model", "mae_vit_base_patch16", "--compare", "--prediction-ratio", "0.2"], "gammas"),
+        (["--model", "mae_vit_base_patch16", "--img-size", "100"], "not divisible"),
+        (["--model", "mae_vit_base_patch16", "--steps", "-1"], "--steps"),
+    ],
+)
+def test_bad_input_exits_2(capsys, argv, message):
+    assert (
+        main(["profile", *argv, "--steps", "0"] if "--steps" not in argv else ["profile", *argv])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="tests the no-GPU message")
+def test_cuda_without_a_gpu_is_a_clear_error(capsys):
+    argv = ["profile", "--model", "mae_vit_tiny_patch4_32", "--device", "cuda", "--steps", "1"]
+    assert main(argv) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err

@@ -1,0 +1,165 @@
+"""`crossmae pretrain` end to end (in this process): the demo, bad settings, bad losses."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+import torch
+from PIL import Image
+
+import crossmae
+from crossmae.cli import main
+from crossmae.train.checkpointing import load_training_state
+
+
+def pretrain(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["pretrain", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def losses(run_dir) -> list[float]:
+    lines = (run_dir / "log.jsonl").read_text().splitlines()
+    return [json.loads(line)["loss"] for line in lines if '"loss"' in line]
+
+
+@pytest.mark.slow
+def test_demo_run_writes_checkpoint_curve_and_reconstructions(tmp_path, capsys):
+    """The README's main command, cut to a few steps: no --model, no --data."""
+    out_dir = tmp_path / "demo"
+    code, out, err = pretrain(capsys, "--max-steps", "8", "--batch-size", "32", "--warmup-epochs",
+                              "0", "--log-every", "2", "--device", "cpu", "--num-workers", "0",
+                              "--output-dir", str(out_dir))  # fmt: skip
+    assert code == 0, err
+    assert "built-in CIFAR-10 demo" in out and "kept in memory" in out
+    for name in ("checkpoint.pth", "log.jsonl", "loss.png", "reconstruction.png", "config.yaml"):
+        assert (out_dir / name).is_file(), name
+        assert str(out_dir / name) in out  # the summary says where each file is
+    assert list(out_dir.glob("events.out.tfevents.*"))
+    curve = losses(out_dir)
+    assert len(curve) == 5 and all(math.isfinite(x) for x in curve)  # steps 1, 2, 4, 6, 8
+    assert curve[-1] < curve[0]  # learning
+    width, height = Image.open(out_dir / "reconstruction.png").size
+    assert height > 2 * width  # one row per image, 8 of them
+    model = crossmae.load_model(out_dir / "checkpoint.pth")
+    assert model.config.depth == 4 and model.config.embed_dim == 128
+    state = load_training_state(out_dir / "checkpoint.pth")
+    assert state["global_step"] == 8 and state["config"]["model"] == "crossmae_vit_tiny_patch4_32"
+
+
+@pytest.fixture
+def tiny_run(tiny, image_folder, tmp_path, capsys):
+    """A finished 1-epoch tiny run (8 steps) and the flags that made it."""
+    args = [*tiny, "--data", str(image_folder), "--epochs", "1", "--batch-size", "8",
+            "--warmup-epochs", "0", "--log-every", "1",
+            "--output-dir", str(tmp_path / "run")]  # fmt: skip
+    code, _, err = pretrain(capsys, *args)
+    assert code == 0, err
+    return tmp_path / "run", args
+
+
+def test_tiny_run_logs_every_step_and_keeps_fixed_files(tiny_run):
+    run_dir, _ = tiny_run
+    records = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 9))
+    for key in ("loss", "lr", "grad_norm", "images_per_s", "nonfinite_steps", "epoch"):
+        assert key in records[0]
+    assert records[-1]["epoch"] == 1.0 and records[-1]["nonfinite_steps"] == 0
+
+
+def test_existing_run_is_not_overwritten_without_resume(tiny_run, capsys):
+    _, args = tiny_run
+    code, _, err = pretrain(capsys, *args)
+    assert code == 2 and "already holds a run; pass --resume auto" in err
+
+
+def _error(capsys, *args) -> str:
+    code, _, err = pretrain(capsys, *args)
+    assert code == 2, err
+    assert err.startswith("crossmae pretrain: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--mask-ratio", "1.5"], "mask ratio must be between 0 and 1, got 1.5"),
+        (["--mask-ratio", "0"], "mask ratio must be between 0 and 1, got 0.0"),
+        (["--prediction-ratio", "0.8"], r"prediction ratio must be in \(0, mask ratio 0.75\]"),
+        (["--prediction-ratio", "-0.1"], r"prediction ratio must be in \(0, mask ratio 0.75\]"),
+        (["--img-size", "30"], "image size 30x30 is not divisible by the patch size 4"),
+        (["--data", "/no/such/folder"], "data path /no/such/folder does not exist"),
+        (["--model", "vit_giant"], "unknown model 'vit_giant'"),
+        (["--epochs", "many"], "--epochs is not a valid N, got 'many'"),
+        (["--resume", "auto"], "--resume auto needs the --output-dir"),
+        (["--resume", "/no/such.pth"], "checkpoint /no/such.pth does not exist"),
+    ],
+)
+def test_invalid_settings_fail_at_start_with_one_sentence(quiet, capsys, flags, message):
+    assert re.search(message, _error(capsys, *quiet, *flags))
+
+
+def test_folder_without_images_fails_at_start(quiet, tmp_path, capsys):
+    (tmp_path / "train" / "cats").mkdir(parents=True)
+    (tmp_path / "train" / "cats" / "notes.txt").write_text("no images here")
+    err = _error(capsys, *quiet, "--data", str(tmp_path))
+    assert "found no images in" in err
+
+
+def test_unknown_key_in_config_file(tmp_path, capsys):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("epochs: 2\nmask_ration: 0.5\n")
+    assert "unknown setting 'mask_ration'" in _error(capsys, "--config", str(recipe))
+
+
+def test_checkpoint_of_another_architecture_is_refused(tiny_run, tmp_path, capsys):
+    run_dir, args = tiny_run
+    other = [*args, "--resume", str(run_dir / "checkpoint.pth"), "--output-dir",
+             str(tmp_path / "other"), "--model-overrides", "img_size=16", "embed_dim=32",
+             "num_heads=2", "depth=3", "decoder_dim=32", "decoder_depth=2",
+             "decoder_heads=2"]  # fmt: skip
+    err = _error(capsys, *other)
+    assert "is a different model (depth is 2 there and 3 here)" in err
+
+
+def test_diverging_run_stops_with_a_clear_message(tiny, image_folder, tmp_path, capsys):
+    run_dir = tmp_path / "nan"
+    err = _error(capsys, *tiny, "--data", str(image_folder), "--epochs", "3",
+                 "--batch-size", "8", "--warmup-epochs", "0", "--lr", "1e30", "--log-every", "1",
+                 "--max-nonfinite", "2", "--save-every-steps", "1",
+                 "--output-dir", str(run_dir))  # fmt: skip
+    assert "not finite for 2 steps in a row" in err
+    assert f"the last good checkpoint is {run_dir / 'checkpoint.pth'}" in err
+    records = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert records[0]["nonfinite_steps"] == 0 and records[-1]["nonfinite_steps"] >= 2
+    model = crossmae.load_model(run_dir / "checkpoint.pth")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_online_knn_is_logged_every_epoch(tiny, image_folder, write_images, tmp_path, capsys):
+    write_images(image_folder / "val", 16, seed=3)
+    run_dir = tmp_path / "knn"
+    code, out, err = pretrain(capsys, *tiny, "--data", str(image_folder), "--epochs", "2",
+                              "--warmup-epochs", "0", "--batch-size", "8", "--knn-every-epochs",
+                              "1", "--knn-max-images", "32",
+                              "--output-dir", str(run_dir))  # fmt: skip
+    assert code == 0, err
+    records = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines()]
+    knn = [r for r in records if "knn_top1" in r]
+    assert [r["epoch"] for r in knn] == [1, 2]
+    assert all(0 <= r["knn_top1"] <= 100 for r in knn)
+    assert "epoch 2: kNN top-1" in out
+
+
+def test_knn_needs_labels(quiet, tmp_path, write_images, capsys):
+    write_images(tmp_path / "flat", 8)  # two class folders...
+    flat = tmp_path / "unlabeled"
+    flat.mkdir()
+    for path in (tmp_path / "flat").rglob("*.png"):  # ...flattened: no labels
+        path.rename(flat / path.name)
+    err = _error(capsys, *quiet, "--data", str(flat), "--knn-every-epochs", "1")
+    assert "kNN monitoring needs labeled data" in err

@@ -1,0 +1,121 @@
+"""Killed runs continue exactly: SIGKILL mid-epoch, and SIGTERM (save, exit 143)."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from crossmae.cli import main
+from crossmae.train.checkpointing import load_training_state
+
+# 64 images in batches of 4: 16 steps per epoch, 2 epochs. Decoded by a worker process with
+# per-image seeded augmentation (the DataLoader path), so the resume covers the sampler.
+RUN = ["--epochs", "2", "--batch-size", "4", "--warmup-epochs", "0.5", "--in-memory", "false",
+       "--log-every", "4"]  # fmt: skip
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_training_state(run_dir / "checkpoint.pth")["model"]
+
+
+@pytest.fixture
+def uninterrupted(tiny, image_folder, tmp_path):
+    args = [*tiny, *RUN, "--data", str(image_folder), "--num-workers", "1"]
+    assert main(["pretrain", *args, "--output-dir", str(tmp_path / "whole")]) == 0
+    return args, weights(tmp_path / "whole")
+
+
+def wait_for(path: Path, process, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.01)
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6, msg=name)
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_mid_epoch_matches_uninterrupted_run(
+    uninterrupted, start_crossmae, tmp_path
+):
+    args, expected = uninterrupted
+    run_dir = tmp_path / "killed"
+    process = start_crossmae("pretrain", *args, "--output-dir", str(run_dir),
+                             "--save-every-steps", "5")  # fmt: skip
+    wait_for(run_dir / "checkpoint.pth", process)
+    process.send_signal(signal.SIGSTOP)  # freeze it while we look, then kill -9
+    state = load_training_state(run_dir / "checkpoint.pth")
+    process.kill()
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL
+    assert state["epoch"] == 0 and 0 < state["step_in_epoch"] < 16  # killed mid-epoch
+
+    assert main(["pretrain", *args, "--output-dir", str(run_dir), "--resume", "auto"]) == 0
+    assert_same_weights(weights(run_dir), expected)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_exits_then_resume_matches(uninterrupted, start_crossmae, tmp_path):
+    args, expected = uninterrupted
+    run_dir = tmp_path / "stopped"
+    process = start_crossmae("pretrain", *args, "--output-dir", str(run_dir),
+                             "--save-every-steps", "3")  # fmt: skip
+    wait_for(run_dir / "checkpoint.pth", process)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err
+    assert "stopped by SIGTERM" in out and "--resume auto" in out
+    assert "Traceback" not in err
+    stopped_at = load_training_state(run_dir / "checkpoint.pth")["global_step"]
+    assert 3 <= stopped_at < 32
+
+    # the resumed run takes its settings from the checkpoint: --output-dir is enough
+    assert main(["pretrain", "--output-dir", str(run_dir), "--resume", "auto"]) == 0
+    assert_same_weights(weights(run_dir), expected)
+
+
+def write_shards(folder: Path, shards: int = 3, per_shard: int = 24) -> str:
+    """WebDataset-style shards: NNNN.png + NNNN.cls members."""
+    import io
+    import tarfile
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    for s in range(shards):
+        with tarfile.open(folder / f"part-{s:03d}.tar", "w") as tar:
+            for i in range(per_shard):
+                png = io.BytesIO()
+                Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(png, "PNG")
+                for name, data in ((f"{s}_{i:04d}.png", png.getvalue()),
+                                   (f"{s}_{i:04d}.cls", str(i % 2).encode())):  # fmt: skip
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    return str(folder / f"part-{{000..{shards - 1:03d}}}.tar")
+
+
+def test_tar_shards_resume_mid_epoch_exactly(tiny, tmp_path):
+    """Shards stream; a resumed run replays the epoch's first batches to reach its place."""
+    shards = write_shards(tmp_path / "shards")
+    args = [*tiny, "--data", shards, "--samples-per-epoch", "72", "--epochs", "2",
+            "--batch-size", "8", "--warmup-epochs", "0", "--lr", "3e-3",
+            "--num-workers", "2"]  # fmt: skip
+    assert main(["pretrain", *args, "--output-dir", str(tmp_path / "whole")]) == 0
+    cut = tmp_path / "cut"
+    assert main(["pretrain", *args, "--output-dir", str(cut), "--max-steps", "13"]) == 0
+    state = load_training_state(cut / "checkpoint.pth")
+    assert (state["epoch"], state["step_in_epoch"]) == (1, 4)  # 9 steps per epoch
+    assert main(["pretrain", "--output-dir", str(cut), "--resume", "auto"]) == 0
+    assert_same_weights(weights(cut), weights(tmp_path / "whole"))

@@ -1,0 +1,53 @@
+"""One optimizer step: accumulation equals the big batch, clipping, non-finite skips."""
+
+import pytest
+import torch
+
+import crossmae
+from crossmae.train.optim import build_adamw, param_groups
+from crossmae.train.step import OptimizerStep
+
+
+def _setup(accum, clip=None, sgd=False):
+    torch.manual_seed(0)
+    model = crossmae.create_model("crossmae_vit_tiny_patch4_32", depth=2, decoder_depth=2)
+    if sgd:  # an update proportional to the gradient (Adam's first step is sign-like)
+        optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    else:
+        optimizer = build_adamw(param_groups(model, 0.05), 1e-3, (0.9, 0.95), "cpu")
+    step = OptimizerStep(model, optimizer, device=torch.device("cpu"), precision="fp32",
+                         accum_iter=accum, clip_grad=clip)  # fmt: skip
+    return model, step
+
+
+def test_accumulated_micro_batches_equal_one_big_batch():
+    images, noise = torch.randn(8, 3, 32, 32), torch.rand(8, 64)
+    big, step = _setup(accum=1, sgd=True)
+    out_big = step([(images, noise)], lambda b: big(b[0], noise=b[1]).loss)
+    small, step = _setup(accum=2, sgd=True)
+    halves = [(images[:4], noise[:4]), (images[4:], noise[4:])]
+    out_small = step(halves, lambda b: small(b[0], noise=b[1]).loss)
+    assert out_small.loss.item() == pytest.approx(out_big.loss.item(), rel=1e-5)
+    assert out_small.grad_norm.item() == pytest.approx(out_big.grad_norm.item(), rel=1e-4)
+    for a, b in zip(big.parameters(), small.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)  # same gradient
+    assert all(p.grad is None for p in small.parameters())  # ready for the next step
+
+
+def test_clipping_bounds_the_update_and_reports_the_raw_norm():
+    model, step = _setup(accum=1, clip=1e-3)
+    out = step([torch.randn(4, 3, 32, 32)], lambda x: model(x).loss * 1e3)
+    assert out.grad_norm.item() > 1e-3 and out.nonfinite.item() == 0.0
+
+
+def test_nonfinite_loss_skips_the_update_without_touching_weights():
+    model, step = _setup(accum=2)
+    before = [p.detach().clone() for p in model.parameters()]
+    images = torch.randn(2, 3, 32, 32)
+    losses = iter([torch.tensor(1.0), torch.tensor(float("nan"))])
+    out = step([images, images], lambda x: model(x).loss * next(losses))
+    assert out.nonfinite.item() == 1.0
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    out = step([images, images], lambda x: model(x).loss)
+    assert out.nonfinite.item() == 0.0
+    assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
