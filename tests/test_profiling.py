@@ -1,7 +1,6 @@
 """`crossmae profile`: counted FLOPs (attention included), ratios, a measured step."""
 
 import json
-
 import time
 
 import pytest

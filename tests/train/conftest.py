@@ -85,5 +85,3 @@ def start_crossmae(crossmae_env) -> Callable[..., subprocess.Popen]:
                                 text=True, env=crossmae_env)  # fmt: skip
 
     return start
-
-
