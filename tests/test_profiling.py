@@ -1,6 +1,7 @@
 """`crossmae profile`: counted FLOPs (attention included), ratios, a measured step."""
 
 import json
+import mmap
 import time
 
 import pytest
@@ -65,10 +66,13 @@ def test_measured_step_on_cpu():
 
 
 def test_peak_rss_sees_a_large_allocation():
+    # A fresh anonymous mapping: malloc could serve a tensor from memory that earlier tests
+    # freed but left resident, and then the resident set would not grow at all.
     with PeakRss() as rss:
-        block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+        block = mmap.mmap(-1, 64 * 2**20)
+        block.write(b"\1" * len(block))  # touch every page
         time.sleep(0.05)  # several sampling intervals while it is resident
-        del block
+        block.close()
     assert rss.growth_mb is None or rss.growth_mb > 32
 
 

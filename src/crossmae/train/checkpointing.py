@@ -4,7 +4,8 @@ A training checkpoint is also a model checkpoint (`crossmae.load_model` reads it
 `model_checkpoint(model)` plus the optimizer, the loss scaler, the position in the
 schedule, the run's config and every random-number state. Files are written atomically
 (temporary file, fsync, rename), so a process killed while saving leaves the previous
-checkpoint intact, and read with `weights_only=True`.
+checkpoint intact (and a failed write, e.g. a full disk, stops the run with a clear error),
+and read with `weights_only=True`.
 """
 
 from __future__ import annotations
@@ -102,7 +103,18 @@ def save_training_state(
     )
     if model_state is not None:
         ckpt["model"] = model_state
-    atomic_torch_save(ckpt, path)
+    try:
+        atomic_torch_save(ckpt, path)
+    except OSError as err:  # a full disk, a lost mount: the atomic write left the old file
+        raise CrossMAEError(_unwritten(Path(path), err)) from None
+
+
+def _unwritten(path: Path, err: OSError) -> str:
+    """Why the run stops, and what is still there to resume from."""
+    kept = latest_checkpoint(path.parent)
+    return f"could not write checkpoint {path}: {err.strerror or err}; " + (
+        f"the previous checkpoint {kept} is intact" if kept else "no checkpoint was saved yet"
+    )
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:

@@ -54,8 +54,22 @@ def init_distributed(device: str) -> DistInfo:
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
-        dist.init_process_group(backend, device_id=dev if dev.type == "cuda" else None)
+        dist.init_process_group(
+            backend, store=_attempt_store(), rank=rank, world_size=world_size,
+            device_id=dev if dev.type == "cuda" else None,
+        )  # fmt: skip
     return DistInfo(rank, world_size, local_rank, dev, rank == 0)
+
+
+def _attempt_store() -> dist.Store:
+    """The env:// store, with keys of this torchrun attempt only.
+
+    After a worker dies, torchrun restarts the group on the same store; without a prefix per
+    attempt, a restarted rank can read the addresses of the dead group's processes and fail to
+    connect.
+    """
+    store, _, _ = next(dist.rendezvous("env://"))
+    return dist.PrefixStore(f"attempt{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def cleanup_distributed() -> None:
