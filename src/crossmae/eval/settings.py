@@ -17,6 +17,7 @@ from crossmae.train.options import (
     read_yaml,
     setting,
 )
+from crossmae.train.schedule import check_schedule
 
 MODEL, DATA, OPTIM, RUN = "model", "data", "optimisation", "run"
 S = TypeVar("S", bound="EvalSettings")
@@ -114,13 +115,7 @@ class TrainedSettings(EvalSettings):
     def validate(self: S) -> S:
         super().validate()
         _at_least(self, 1, "epochs", "log_every", "samples_per_epoch")
-        if not 0 <= self.warmup_epochs <= self.epochs:
-            raise CrossMAEError(
-                f"--warmup-epochs must be between 0 and --epochs {self.epochs}, "
-                f"got {self.warmup_epochs}"
-            )
-        if (self.lr if self.lr is not None else self.blr) <= 0 or self.min_lr < 0:
-            raise CrossMAEError("learning rates must be positive")
+        check_schedule(self.epochs, self.warmup_epochs, self.lr, self.blr, self.min_lr)
         if self.weight_decay < 0:
             raise CrossMAEError("--weight-decay must not be negative")
         return self

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from crossmae.errors import CrossMAEError
 from crossmae.train.options import setting
+from crossmae.train.schedule import check_schedule
 
 if TYPE_CHECKING:
     from crossmae.models.config import AutoencoderConfig
@@ -178,13 +179,7 @@ class PretrainConfig:
         for name in ("samples_per_epoch", "save_every_steps", "max_steps"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise CrossMAEError(f"--{name.replace('_', '-')} must be at least 1")
-        if not 0 <= self.warmup_epochs <= self.epochs:
-            raise CrossMAEError(
-                f"--warmup-epochs must be between 0 and --epochs {self.epochs}, "
-                f"got {self.warmup_epochs}"
-            )
-        if (self.lr if self.lr is not None else self.blr) <= 0 or self.min_lr < 0:
-            raise CrossMAEError("learning rates must be positive")
+        check_schedule(self.epochs, self.warmup_epochs, self.lr, self.blr, self.min_lr)
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise CrossMAEError(f"--betas must be two numbers in [0, 1), got {self.betas}")
         if self.clip_grad is not None and self.clip_grad <= 0:

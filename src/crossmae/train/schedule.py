@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from crossmae.errors import CrossMAEError
+
 
 def lr_at(
     step: float,
@@ -40,3 +42,15 @@ def scaled_lr(
     if mask_ratio is not None and prediction_ratio is not None:
         lr *= prediction_ratio / mask_ratio
     return lr
+
+
+def check_schedule(
+    epochs: float, warmup_epochs: float, lr: float | None, blr: float, min_lr: float
+) -> None:
+    """The schedule settings every training command shares; CrossMAEError names the bad one."""
+    if not 0 <= warmup_epochs <= epochs:
+        raise CrossMAEError(
+            f"--warmup-epochs must be between 0 and --epochs {epochs}, got {warmup_epochs}"
+        )
+    if (lr if lr is not None else blr) <= 0 or min_lr < 0:
+        raise CrossMAEError("learning rates must be positive")
