@@ -22,6 +22,7 @@ from crossmae.data.transforms import size_pair
 from crossmae.errors import CrossMAEError
 from crossmae.models.autoencoder import MaskedAutoencoder
 from crossmae.models.config import AutoencoderConfig
+from crossmae.train.optim import build_adamw, param_groups
 
 # Ops that compute attention (q kᵀ and probabilities · v); everything else counted is a
 # linear layer, the patch-embedding convolution, or the fusion's weighted sum.
@@ -162,7 +163,7 @@ def measure_step(
     if batch_size < 1:
         raise CrossMAEError(f"the batch size must be at least 1, got {batch_size}")
     model = MaskedAutoencoder(config).to(dev).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
+    opt = build_adamw(param_groups(model, 0.05), 1e-4, (0.9, 0.95), dev)  # as pretraining
     forward = torch.compile(model) if compile else model
     imgs = torch.randn(batch_size, config.in_chans, *size_pair(config.img_size), device=dev)
 

@@ -163,3 +163,19 @@ def test_knn_needs_labels(quiet, tmp_path, write_images, capsys):
         path.rename(flat / path.name)
     err = _error(capsys, *quiet, "--data", str(flat), "--knn-every-epochs", "1")
     assert "kNN monitoring needs labeled data" in err
+
+
+def test_train_images_trains_on_a_fixed_subset(tiny, image_folder, tmp_path, capsys):
+    args = [*tiny, "--data", str(image_folder), "--epochs", "1", "--batch-size", "8",
+            "--warmup-epochs", "0", "--log-every", "1", "--train-images", "24"]  # fmt: skip
+    code, out, err = pretrain(capsys, *args, "--output-dir", str(tmp_path / "a"))
+    assert code == 0, err
+    assert "(a random 24 of its images)" in out
+    assert load_training_state(tmp_path / "a" / "checkpoint.pth")["global_step"] == 3  # 24 / 8
+    code, _, err = pretrain(capsys, *args, "--output-dir", str(tmp_path / "b"))
+    assert code == 0, err
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")  # the same images again
+
+
+def test_train_images_must_be_positive(quiet, capsys):
+    assert "--train-images must be at least 1" in _error(capsys, *quiet, "--train-images", "0")

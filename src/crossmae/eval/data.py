@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, Subset
 
 from crossmae.data import open_image_dataset
+from crossmae.data.subset import random_subset
 from crossmae.errors import CrossMAEError
 from crossmae.train.distributed import DistInfo
 
@@ -47,8 +48,8 @@ def open_labeled_splits(
         raise CrossMAEError(f"{data} has no val/ or test/ split to evaluate on; give --eval-data")
     classes = _classes(train, evals, num_classes)
     return LabeledSplits(
-        _subset(train, train_images, seed, "train"),
-        _subset(evals, eval_images, seed, "evaluation"),
+        random_subset(train, train_images, seed, "train"),
+        random_subset(evals, eval_images, seed, "evaluation"),
         len(classes),
         classes,
     )
@@ -77,19 +78,6 @@ def _classes(train: Dataset, evals: Dataset, num_classes: int | None) -> list[st
     if len(named) < 2:
         raise CrossMAEError(f"a classifier needs at least 2 classes, the data set has {len(named)}")
     return list(named)
-
-
-def _subset(dataset: Dataset, count: int | None, seed: int, what: str) -> Dataset:
-    if count is None:
-        return dataset
-    if isinstance(dataset, IterableDataset):
-        raise CrossMAEError(f"a subset of the {what} images needs a folder data set, not shards")
-    if count < 1:
-        raise CrossMAEError(f"the {what} subset needs at least one image, got {count}")
-    if count >= len(dataset):
-        return dataset
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
-    return Subset(dataset, sorted(order[:count].tolist()))
 
 
 def make_loader(

@@ -83,6 +83,9 @@ class PretrainConfig:
     samples_per_epoch: int | None = setting(
         None, "images per epoch for tar shards, which have no length (e.g. 1281167)", DATA
     )
+    train_images: int | None = setting(
+        None, "train on a fixed random subset of this many images (quick comparisons)", DATA
+    )
     in_memory: bool | None = setting(
         None,
         "decode the images once and augment batches on the training device; auto: when the "
@@ -176,7 +179,7 @@ class PretrainConfig:
                      "seed"):  # fmt: skip
             if getattr(self, name) < 0:
                 raise CrossMAEError(f"--{name.replace('_', '-')} must not be negative")
-        for name in ("samples_per_epoch", "save_every_steps", "max_steps"):
+        for name in ("samples_per_epoch", "train_images", "save_every_steps", "max_steps"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise CrossMAEError(f"--{name.replace('_', '-')} must be at least 1")
         check_schedule(self.epochs, self.warmup_epochs, self.lr, self.blr, self.min_lr)

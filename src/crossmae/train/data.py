@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from torch.utils.data import Dataset
 
 from crossmae.data import InMemoryImages, eval_transform, open_image_dataset, pretrain_transform
+from crossmae.data.subset import random_subset
 from crossmae.data.transforms import size_pair
 from crossmae.errors import CrossMAEError
 from crossmae.models.config import AutoencoderConfig
@@ -50,6 +51,9 @@ def open_training_data(
     loader = {"device": dist.device, "num_workers": workers, "pin_memory": cfg.pin_memory}
     dataset = open_image_dataset(cfg.data, "train", in_chans=chans, shuffle=True, seed=cfg.seed)
     name = getattr(dataset, "description", str(cfg.data))
+    if cfg.train_images is not None:
+        dataset = random_subset(dataset, cfg.train_images, cfg.seed, "training")
+        name = f"{name} (a random {len(dataset):,} of its images)"  # type: ignore[arg-type]
     if not is_map_style(dataset):
         if cfg.samples_per_epoch is None:
             raise CrossMAEError(

@@ -1,0 +1,296 @@
+"""Representation quality per pretraining budget on CIFAR-10: MAE vs CrossMAE γ = 0.25 / 0.75.
+
+Each method pretrains the same ViT-Tiny (patch 4, 32 px) for the same epochs with its
+recipe in configs/ (`cifar10_*.yaml`), then its final checkpoint is evaluated with kNN, a
+linear probe on cached features and a short fine-tune (configs/linprobe_cifar10.yaml,
+configs/finetune_cifar10.yaml) on the test split, final epoch only. Checkpoints kept along
+the way give the curve of kNN / probe accuracy against pretraining wall time.
+
+GPU (bf16, compiled, images held on the GPU); one method per call fits a 10-minute slot,
+and the table is rebuilt from every result already in --output-dir:
+
+    python benchmarks/representation.py --data /path/to/cifar-10 --device cuda \
+        --methods mae --epochs 100 --output-dir runs/representation
+
+CPU smoke mode (what CI runs): a few hundred images, a shallow model, 1 epoch.
+
+    python benchmarks/representation.py --smoke --output-dir /tmp/representation
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from crossmae.errors import CrossMAEError
+from crossmae.eval.finetune import finetune
+from crossmae.eval.knn_eval import knn_eval
+from crossmae.eval.linprobe import linprobe
+from crossmae.eval.settings import FinetuneSettings, KnnSettings, LinprobeSettings
+from crossmae.models.autoencoder import MaskedAutoencoder
+from crossmae.models.checkpoint import save_model
+from crossmae.profiling import count_flops
+from crossmae.train.checkpointing import LATEST, epoch_checkpoint_name
+from crossmae.train.config import PretrainConfig
+from crossmae.train.logging import read_log
+from crossmae.train.options import build_dataclass, read_yaml
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+RESULT = "result.json"
+
+
+@dataclass(frozen=True)
+class Method:
+    key: str
+    label: str
+    recipe: str  # pretraining recipe in configs/
+    pretrains: bool = True  # False: the recipe's encoder at random init, the baseline
+
+
+METHODS = {
+    m.key: m
+    for m in (
+        Method("mae", "MAE", "cifar10_mae_vit_tiny.yaml"),
+        Method("crossmae-0.25", "CrossMAE γ=0.25", "cifar10_crossmae_vit_tiny_gamma025.yaml"),
+        Method("crossmae-0.75", "CrossMAE γ=0.75", "cifar10_crossmae_vit_tiny_gamma075.yaml"),
+        Method("random-init", "random init", "cifar10_mae_vit_tiny.yaml", pretrains=False),
+    )
+}
+DEFAULT_METHODS = ["mae", "crossmae-0.25", "crossmae-0.75"]
+# The smoke mode's shallow model: it checks the plumbing, not the numbers.
+SMOKE_MODEL = {"embed_dim": 64, "num_heads": 2, "depth": 2, "decoder_depth": 2}
+
+
+def data_settings(args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    """What every evaluation shares: data, subset, device, seed, workers."""
+    return {
+        "data": args.data, "train_images": args.train_images, "eval_images": args.eval_images,
+        "device": args.device, "seed": seed, "num_workers": args.num_workers,
+    }  # fmt: skip
+
+
+def pretrain_method(method: Method, args: argparse.Namespace, seed: int, out: Path) -> dict:
+    """`crossmae pretrain` with the method's recipe in a child process, as a user runs it:
+    wall time, images/s (median of the log's), peak memory and the kept epochs."""
+    recipe = read_yaml(CONFIGS / method.recipe)
+    keep = max(1, args.epochs // args.curve_points)
+    settings = {
+        **recipe, "data": args.data, "train_images": args.train_images, "epochs": args.epochs,
+        "warmup_epochs": min(recipe["warmup_epochs"], args.epochs / 10),
+        "keep_every_epochs": keep, "recon_every_epochs": 0, "knn_every_epochs": 0,
+        "tensorboard": False, "log_every": args.log_every, "device": args.device,
+        "compile": args.compile, "seed": seed, "num_workers": args.num_workers,
+        "output_dir": str(out / "pretrain"),
+    }  # fmt: skip
+    if args.batch_size:
+        settings["batch_size"] = args.batch_size
+    if args.smoke:
+        settings["model_overrides"] = SMOKE_MODEL
+    config = build_dataclass(PretrainConfig, settings).validate().model_config()
+    out.mkdir(parents=True, exist_ok=True)
+    if not method.pretrains:
+        torch.manual_seed(seed)
+        (out / "pretrain").mkdir()
+        save_model(out / "pretrain" / LATEST, MaskedAutoencoder(config))
+        return {"pretrain_seconds": 0.0, "kept_epochs": [{"epoch": 0, "seconds": 0.0}]}
+    (out / "pretrain.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
+    command = [sys.executable, "-m", "crossmae", "pretrain", "--config", str(out / "pretrain.yaml")]
+    began = time.time()
+    child = subprocess.Popen(command)
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.time() - began
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise CrossMAEError(f"pretraining {method.label} failed: {' '.join(command)}")
+    records = read_log(out / "pretrain" / "log.jsonl")
+    speeds = [r["images_per_s"] for r in records if "images_per_s" in r]
+    gpu = [r["gpu_mem_gib"] for r in records if "gpu_mem_gib" in r]
+    flops = count_flops(config)
+    return {
+        "pretrain_seconds": round(seconds, 1),
+        "images_per_s": statistics.median(speeds),
+        "decoder_gflops_per_image": flops["decoder"].total / 1e9,
+        "encoder_gflops_per_image": flops["encoder"].total / 1e9,
+        # ru_maxrss is in KiB on Linux
+        "peak_memory_gb": max(gpu) if gpu else usage.ru_maxrss / 2**20,
+        "memory": "CUDA peak allocated" if gpu else "peak RSS of the process",
+        "kept_epochs": _kept_epochs(records, began, keep, args.epochs),
+    }
+
+
+def _kept_epochs(records: list[dict], began: float, keep: int, epochs: int) -> list[dict]:
+    """(epoch, wall seconds since the start) for each kept checkpoint and the last epoch."""
+    ends = {round(r["epoch"]): r["time"] - began for r in records
+            if "loss" in r and float(r["epoch"]).is_integer()}  # fmt: skip
+    kept = [e for e in range(keep, epochs + 1, keep)]
+    if epochs not in kept:
+        kept.append(epochs)
+    return [{"epoch": e, "seconds": round(ends[e], 1)} for e in kept]
+
+
+def evaluate(
+    checkpoint: Path, args: argparse.Namespace, seed: int, out: Path, *, full: bool
+) -> dict[str, Any]:
+    """kNN and cached linear probe; with `full`, the short fine-tune too (top-1, final epoch)."""
+    common = {"checkpoint": str(checkpoint), **data_settings(args, seed)}
+    knn = knn_eval(build_dataclass(KnnSettings, common, {
+        "batch_size": 512, "output_dir": str(out / "knn")}).validate())  # fmt: skip
+    probe_recipe = read_yaml(CONFIGS / "linprobe_cifar10.yaml")
+    probe = linprobe(build_dataclass(LinprobeSettings, probe_recipe, common, {
+        "epochs": args.probe_epochs, "warmup_epochs": args.probe_epochs / 9,
+        "tensorboard": False, "output_dir": str(out / "linprobe")}).validate())  # fmt: skip
+    result = {"knn_top1": knn["top1"], "linprobe_top1": probe["top1"]}
+    if full:
+        recipe = read_yaml(CONFIGS / "finetune_cifar10.yaml")
+        tuned = finetune(build_dataclass(FinetuneSettings, recipe, common, {
+            "epochs": args.finetune_epochs, "warmup_epochs": args.finetune_epochs / 20,
+            "tensorboard": False, "log_every": args.log_every,
+            "output_dir": str(out / "finetune")}).validate())  # fmt: skip
+        result |= {"finetune_top1": tuned["top1"], "finetune_seconds": tuned["train_seconds"]}
+    return result
+
+
+def run_method(method: Method, args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    """Pretrain, evaluate every kept checkpoint (kNN, probe) and the last one fully."""
+    out = Path(args.output_dir) / f"{method.key}-seed{seed}"
+    if (out / RESULT).exists():
+        print(f"{method.label}, seed {seed}: already in {out / RESULT}, kept", flush=True)
+        return json.loads((out / RESULT).read_text())
+    if (out / "pretrain").exists():
+        raise CrossMAEError(f"{out} holds an unfinished run; delete it to run {method.label} again")
+    result: dict[str, Any] = {"method": method.label, "key": method.key, "seed": seed}
+    result |= pretrain_method(method, args, seed, out)
+    curve = []
+    kept = result.pop("kept_epochs")
+    for point in kept:
+        last = point is kept[-1]
+        name = LATEST if last else epoch_checkpoint_name(point["epoch"])
+        scores = evaluate(out / "pretrain" / name, args, seed, out / f"epoch{point['epoch']}",
+                          full=last)  # fmt: skip
+        curve.append({**point, "knn_top1": scores["knn_top1"],
+                      "linprobe_top1": scores["linprobe_top1"]})  # fmt: skip
+        if last:
+            result |= scores
+    result["curve"] = curve
+    (out / RESULT).write_text(json.dumps(result, indent=2))
+    return result
+
+
+def markdown(results: list[dict[str, Any]]) -> str:
+    columns = {  # heading: (key, format)
+        "method": ("method", "{}"), "seed": ("seed", "{}"), "kNN": ("knn_top1", "{:.2f}"),
+        "linear probe": ("linprobe_top1", "{:.2f}"), "fine-tune": ("finetune_top1", "{:.2f}"),
+        "pretrain min": ("pretrain_minutes", "{:.1f}"), "images/s": ("images_per_s", "{:.0f}"),
+        "decoder GFLOPs/img": ("decoder_gflops_per_image", "{:.4f}"),
+        "peak memory GB": ("peak_memory_gb", "{:.2f}"),
+    }  # fmt: skip
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in results:
+        r = {**r, "pretrain_minutes": r["pretrain_seconds"] / 60}
+        cells = [fmt.format(r[key]) if r.get(key) is not None else "—"
+                 for key, fmt in columns.values()]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def curve_markdown(results: list[dict[str, Any]]) -> str:
+    lines = ["| method | seed | epoch | pretrain min | kNN | linear probe |", "|" + "---|" * 6]
+    for r in results:
+        for p in r["curve"]:
+            lines.append(f"| {r['method']} | {r['seed']} | {p['epoch']} | "
+                         f"{p['seconds'] / 60:.1f} | {p['knn_top1']:.2f} | "
+                         f"{p['linprobe_top1']:.2f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def collect(output_dir: Path) -> list[dict[str, Any]]:
+    """Every finished method's result in the folder, in METHODS order, then by seed."""
+    results = [json.loads(p.read_text()) for p in output_dir.glob(f"*/{RESULT}")]
+    order = list(METHODS)
+    return sorted(results, key=lambda r: (order.index(r["key"]), r["seed"]))
+
+
+def environment(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    cuda = torch.device(args.device).type == "cuda"
+    return {
+        "date": time.strftime("%Y-%m-%d"),
+        "device": torch.cuda.get_device_name() if cuda else platform.processor() or "cpu",
+        "cpu_cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "command": " ".join(["python", "benchmarks/representation.py", *argv]),
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", help="CIFAR-10 folder with train/ and test/ (none: built-in)")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=list(METHODS),
+        default=DEFAULT_METHODS,
+        help="random-init: the same encoder untrained, for reference",
+    )
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--epochs", type=int, default=100, help="pretraining epochs")
+    parser.add_argument("--batch-size", type=int, help="pretraining batch (default: recipe's)")
+    parser.add_argument("--curve-points", type=int, default=4, help="checkpoints evaluated")
+    parser.add_argument("--probe-epochs", type=int, default=90)
+    parser.add_argument("--finetune-epochs", type=int, default=15)
+    parser.add_argument("--train-images", type=int, help="a fixed random subset (CPU runs)")
+    parser.add_argument("--eval-images", type=int, help="a fixed random subset of test/")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="torch.compile pretraining (default: on GPU)")  # fmt: skip
+    parser.add_argument("--num-workers", type=int, default=min(8, os.cpu_count() or 1))
+    parser.add_argument("--log-every", type=int, default=50)
+    parser.add_argument("--output-dir", default="runs/representation")
+    parser.add_argument("--smoke", action="store_true", help="CPU smoke mode (CI)")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.device, args.epochs, args.curve_points, args.batch_size = "cpu", 1, 1, 32
+        args.probe_epochs, args.finetune_epochs, args.num_workers = 2, 1, 0
+        args.train_images = args.train_images or 256
+        args.eval_images = args.eval_images or 128
+    if args.compile is None:
+        args.compile = torch.device(args.device).type == "cuda"
+    for name in ("epochs", "curve_points", "probe_epochs", "finetune_epochs", "log_every"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    output_dir = Path(args.output_dir)
+    try:
+        for seed in args.seeds:
+            for key in args.methods:
+                run_method(METHODS[key], args, seed)
+    except CrossMAEError as err:
+        print(f"representation benchmark: error: {err}", file=sys.stderr)
+        return 2
+    results = collect(output_dir)
+    report = {**environment(args, argv), "epochs": args.epochs, "results": results}
+    (output_dir / "representation.json").write_text(json.dumps(report, indent=2))
+    curve = curve_markdown(results)
+    table = f"{markdown(results)}\n\nAccuracy against pretraining time:\n\n{curve}"
+    (output_dir / "representation.md").write_text(table + "\n")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""A fixed random subset of an image set, for quick comparisons on fewer images."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset, IterableDataset, Subset
+
+from crossmae.errors import CrossMAEError
+
+
+class ImageSubset(Subset):
+    """`Subset` that keeps what the data set says about itself (classes, description,
+    skipped-image report), which the training and evaluation code print."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("classes", "description", "report"):
+            return getattr(self.dataset, name)
+        raise AttributeError(name)
+
+
+def random_subset(dataset: Dataset, count: int | None, seed: int, what: str) -> Dataset:
+    """`count` images of `dataset` drawn by `seed` (kept in file order); all of it if None
+    or if it has no more than `count`."""
+    if count is None:
+        return dataset
+    if isinstance(dataset, IterableDataset):
+        raise CrossMAEError(f"a subset of the {what} images needs a folder data set, not shards")
+    if count < 1:
+        raise CrossMAEError(f"the {what} subset needs at least one image, got {count}")
+    if count >= len(dataset):  # type: ignore[arg-type]
+        return dataset
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))  # type: ignore[arg-type]
+    return ImageSubset(dataset, sorted(order[:count].tolist()))

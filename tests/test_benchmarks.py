@@ -1,0 +1,96 @@
+"""The benchmarks' CPU smoke modes run end to end and write tables and JSON that add up."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+METHODS = ["MAE", "CrossMAE γ=0.25", "CrossMAE γ=0.75"]
+
+
+def run(script: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(BENCHMARKS / script), *args], env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+
+
+def jpeg_folder(root: Path, count: int) -> Path:
+    rng = np.random.default_rng(0)
+    folder = root / "jpegs" / "train" / "noise"
+    folder.mkdir(parents=True)
+    for i in range(count):
+        pixels = rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i}.jpg", quality=90)
+    return root / "jpegs"
+
+
+@pytest.mark.slow
+def test_throughput_smoke_mode(tmp_path):
+    out = tmp_path / "throughput.json"
+    data = jpeg_folder(tmp_path, 24)
+    done = run("throughput.py", "--smoke", "--data", str(data), "--json", str(out))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    rows = result["models"]
+    assert [r["method"] for r in rows] == METHODS
+    for r in rows:
+        assert r["images_per_s"] > 0 and r["step_ms"] > 0
+        assert r["tflops"] == pytest.approx(3 * r["fwd_gflops_per_image"] * r["images_per_s"] / 1e3)
+        assert r["mfu"] == pytest.approx(r["tflops"] / 989.0)
+    decoder = {r["method"]: r["decoder_gflops_per_image"] for r in rows}
+    assert decoder["CrossMAE γ=0.25"] < decoder["CrossMAE γ=0.75"] < decoder["MAE"]
+    assert result["data_pipeline"]["images"] == 24
+    assert result["data_pipeline"]["images_per_s_per_core"] > 0
+    assert "| tiny | CrossMAE γ=0.25 | no |" in done.stdout
+
+
+@pytest.mark.slow
+def test_representation_smoke_mode_then_rerun_keeps_results(tmp_path):
+    out = tmp_path / "rep"
+    done = run("representation.py", "--smoke", "--output-dir", str(out))
+    assert done.returncode == 0, done.stderr
+    report = json.loads((out / "representation.json").read_text())
+    results = report["results"]
+    assert [r["method"] for r in results] == METHODS
+    assert report["epochs"] == 1 and report["command"].endswith(f"--smoke --output-dir {out}")
+    for r in results:
+        run_dir = out / f"{r['key']}-seed0"
+        tuned = json.loads((run_dir / "epoch1" / "finetune" / "results.json").read_text())
+        probe = json.loads((run_dir / "epoch1" / "linprobe" / "results.json").read_text())
+        knn = json.loads((run_dir / "epoch1" / "knn" / "knn.json").read_text())
+        assert (r["finetune_top1"], r["linprobe_top1"], r["knn_top1"]) == (
+            tuned["top1"], probe["top1"], knn["top1"])  # fmt: skip
+        assert tuned["train_images"] == 256 and knn["eval_images"] == 128
+        point = {"epoch": 1, "seconds": r["curve"][0]["seconds"], "knn_top1": knn["top1"],
+                 "linprobe_top1": probe["top1"]}  # fmt: skip
+        assert r["curve"] == [point]
+        assert 0 < r["curve"][0]["seconds"] <= r["pretrain_seconds"]
+        assert r["images_per_s"] > 0 and r["peak_memory_gb"] > 0
+        assert (run_dir / "pretrain" / "checkpoint.pth").is_file()
+    decoder = [r["decoder_gflops_per_image"] for r in results]
+    assert decoder[1] < decoder[2] < decoder[0]  # γ = 0.25 < γ = 0.75 < MAE
+    table = (out / "representation.md").read_text()
+    assert table.count("| CrossMAE γ=0.25 | 0 |") == 2  # the summary and the curve
+
+    again = run("representation.py", "--smoke", "--output-dir", str(out), "--methods", "mae")
+    assert again.returncode == 0, again.stderr
+    assert "MAE, seed 0: already in" in again.stdout
+    assert json.loads((out / "representation.json").read_text())["results"] == results
+
+
+def test_representation_refuses_an_unfinished_run(tmp_path):
+    (tmp_path / "mae-seed0" / "pretrain").mkdir(parents=True)
+    done = run("representation.py", "--smoke", "--output-dir", str(tmp_path), "--methods", "mae")
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"representation benchmark: error: {tmp_path / 'mae-seed0'} holds an unfinished run; "
+        "delete it to run MAE again"
+    )

@@ -1,0 +1,49 @@
+"""scripts/pack_jpeg_folder.py: packed and unpacked, every file comes back byte for byte."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "pack_jpeg_folder.py"
+spec = importlib.util.spec_from_file_location("pack_jpeg_folder", SCRIPT)
+packer = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(packer)
+
+
+def write_jpegs(root: Path) -> dict[str, bytes]:
+    """Random JPEGs in split/class folders, at two qualities (so two distinct headers)."""
+    rng = np.random.default_rng(0)
+    files = {}
+    for i in range(12):
+        path = root / ("train" if i < 8 else "test") / f"class{i % 3}" / f"{i:04d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(buffer, "JPEG", quality=75 if i % 4 else 90)
+        path.write_bytes(buffer.getvalue())
+        files[str(path.relative_to(root))] = buffer.getvalue()
+    (root / "train" / "notes.txt").write_text("not an image: left out")
+    return files
+
+
+def test_round_trip_is_byte_identical_and_headers_are_stored_once(tmp_path):
+    files = write_jpegs(tmp_path / "in")
+    assert packer.main(["pack", str(tmp_path / "in"), str(tmp_path / "p.npz")]) == 0
+    with np.load(tmp_path / "p.npz") as packed:
+        assert len(packed["headers_offsets"]) == 3  # two distinct headers
+        assert packed["bodies"].size < sum(len(b) for b in files.values()) - 10 * 600
+    assert packer.main(["unpack", str(tmp_path / "p.npz"), str(tmp_path / "out")]) == 0
+    back = {str(p.relative_to(tmp_path / "out")): p.read_bytes()
+            for p in (tmp_path / "out").rglob("*") if p.is_file()}  # fmt: skip
+    assert back == files
+
+
+def test_a_file_without_a_scan_is_refused():
+    with pytest.raises(ValueError, match="no start-of-scan marker"):
+        packer.split_jpeg(b"\xff\xd8 not really a jpeg")
