@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, Subset
@@ -13,6 +14,9 @@ from crossmae.data import open_image_dataset
 from crossmae.data.subset import random_subset
 from crossmae.errors import CrossMAEError
 from crossmae.train.distributed import DistInfo
+
+if TYPE_CHECKING:
+    from crossmae.eval.settings import TrainedSettings
 
 
 @dataclass
@@ -170,3 +174,17 @@ class EpochBatches:
         set_epoch(self.loader, epoch)
         batches = itertools.islice(self.loader, self.steps_per_epoch)
         return checked_labels(batches, self.num_classes)
+
+
+def protocol_batches(
+    splits: LabeledSplits, s: TrainedSettings, dist: DistInfo
+) -> tuple[EpochBatches, CheckedLabels]:
+    """The training batches, cut into epochs, and the evaluation pass of a protocol that
+    trains (fine-tuning, the probe on a frozen encoder)."""
+    train = EpochBatches(
+        make_loader(splits.train, s.batch_size, dist, train=True,
+                    num_workers=s.num_workers, seed=s.seed),
+        splits.num_classes, s.samples_per_epoch, s.batch_size * dist.world_size,
+    )  # fmt: skip
+    test = make_loader(splits.eval, s.batch_size, dist, train=False, num_workers=s.num_workers)
+    return train, CheckedLabels(test, splits.num_classes)

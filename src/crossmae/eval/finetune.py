@@ -24,10 +24,9 @@ from crossmae.eval.augment import finetune_transform
 from crossmae.eval.backbone import build_vit, classifier_checkpoint, load_backbone, load_encoder
 from crossmae.eval.data import (
     CheckedLabels,
-    EpochBatches,
     LabeledSplits,
-    make_loader,
     open_labeled_splits,
+    protocol_batches,
 )
 from crossmae.eval.layer_decay import layer_decay_scales
 from crossmae.eval.loop import Schedule, StepTools, evaluate, train_one_epoch
@@ -53,11 +52,8 @@ class Progress:
 
 def finetune(s: FinetuneSettings) -> dict[str, Any]:
     """Run the recipe in `s`; returns (and writes as results.json) the final numbers."""
-    ctx = RunContext.start(s, s.run_dir("finetune"))
-    try:
+    with RunContext.start(s, s.run_dir("finetune")) as ctx:
         return _finetune(s, ctx)
-    finally:
-        ctx.close()
 
 
 def _finetune(s: FinetuneSettings, ctx: RunContext) -> dict[str, Any]:
@@ -79,15 +75,7 @@ def _finetune(s: FinetuneSettings, ctx: RunContext) -> dict[str, Any]:
         ctx.say(f"  {line}")
 
     global_batch = s.batch_size * ctx.dist.world_size
-    train = EpochBatches(
-        make_loader(splits.train, s.batch_size, ctx.dist, train=True,
-                    num_workers=s.num_workers, seed=s.seed),
-        splits.num_classes, s.samples_per_epoch, global_batch,
-    )  # fmt: skip
-    test = CheckedLabels(
-        make_loader(splits.eval, s.batch_size, ctx.dist, train=False, num_workers=s.num_workers),
-        splits.num_classes,
-    )
+    train, test = protocol_batches(splits, s, ctx.dist)
     lr = s.lr if s.lr is not None else scaled_lr(s.blr, global_batch)
     scales = layer_decay_scales(backbone.arch.depth, s.layer_decay)
     optimizer = build_adamw(param_groups(vit, s.weight_decay, scales), lr, (0.9, 0.999), ctx.device)

@@ -26,8 +26,7 @@ def knn_eval(s: KnnSettings) -> dict[str, Any]:
     """Extract features of both splits, classify the evaluation split by its k nearest
     training images, and write the result table as JSON."""
     path = results_path(s)
-    ctx = RunContext.start(s, path.parent)
-    try:
+    with RunContext.start(s, path.parent) as ctx:
         backbone = load_backbone(s.checkpoint)
         began = time.time()
         cached = cache_features(s, backbone, s.features, ctx)
@@ -52,5 +51,3 @@ def knn_eval(s: KnnSettings) -> dict[str, Any]:
         }
         ctx.finish(result_table(f"kNN {Path(s.checkpoint).name}", results), results, path.name)
         return results
-    finally:
-        ctx.close()

@@ -25,7 +25,11 @@ from crossmae.errors import CrossMAEError
 from crossmae.eval.augment import probe_transform
 from crossmae.eval.backbone import Backbone, load_backbone
 from crossmae.eval.cache import cache_features
-from crossmae.eval.data import CheckedLabels, EpochBatches, make_loader, open_labeled_splits
+from crossmae.eval.data import (
+    EpochBatches,
+    open_labeled_splits,
+    protocol_batches,
+)
 from crossmae.eval.features import feature_extractor
 from crossmae.eval.lars import LARS
 from crossmae.eval.linear_probe import FrozenEncoderProbe, LinearProbe
@@ -85,11 +89,8 @@ class Probe:
 
 def linprobe(s: LinprobeSettings) -> dict[str, Any]:
     """Train the probe for `s.epochs`, evaluating every epoch; returns the result table."""
-    ctx = RunContext.start(s, s.run_dir("linprobe"))
-    try:
+    with RunContext.start(s, s.run_dir("linprobe")) as ctx:
         return _linprobe(s, ctx)
-    finally:
-        ctx.close()
 
 
 def _linprobe(s: LinprobeSettings, ctx: RunContext) -> dict[str, Any]:
@@ -176,14 +177,7 @@ def _full_probe(s: LinprobeSettings, backbone: Backbone, ctx: RunContext) -> Pro
     probe = FrozenEncoderProbe(extractor, head).to(ctx.device)
     model = DistributedDataParallel(probe, ctx.device_ids) if ctx.dist.distributed else probe
     global_batch = s.batch_size * ctx.dist.world_size
-    train = EpochBatches(
-        make_loader(splits.train, s.batch_size, ctx.dist, train=True,
-                    num_workers=s.num_workers, seed=s.seed),
-        splits.num_classes, s.samples_per_epoch, global_batch,
-    )  # fmt: skip
-    loader = make_loader(splits.eval, s.batch_size, ctx.dist, train=False,
-                         num_workers=s.num_workers)  # fmt: skip
-    test = CheckedLabels(loader, splits.num_classes)
+    train, test = protocol_batches(splits, s, ctx.dist)
     notes = report.lines() if report else []
     size = None if isinstance(splits.train, IterableDataset) else len(splits.train)
     return Probe(head, model, train, test, splits.classes, global_batch, size, notes)

@@ -90,6 +90,12 @@ class RunContext:
             self._logger.close()
         cleanup_distributed()
 
+    def __enter__(self) -> RunContext:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def resume_path(resume: str | None, last: Path) -> Path | None:
     """None: start fresh; 'auto': `last` if it exists; otherwise the path given, which must."""
