@@ -109,22 +109,22 @@ def pretrain_method(method: Method, args: argparse.Namespace, seed: int, out: Pa
     command = [sys.executable, "-m", "crossmae", "pretrain", "--config", str(out / "pretrain.yaml")]
     began = time.time()
     child = subprocess.Popen(command)
-    _, status, usage = os.wait4(child.pid, 0)
+    returncode = child.wait()
     seconds = time.time() - began
-    if os.waitstatus_to_exitcode(status) != 0:
+    if returncode != 0:
         raise CrossMAEError(f"pretraining {method.label} failed: {' '.join(command)}")
     records = read_log(out / "pretrain" / "log.jsonl")
     speeds = [r["images_per_s"] for r in records if "images_per_s" in r]
     gpu = [r["gpu_mem_gib"] for r in records if "gpu_mem_gib" in r]
+    host = [r["host_mem_gib"] for r in records if "host_mem_gib" in r]
     flops = count_flops(config)
     return {
         "pretrain_seconds": round(seconds, 1),
         "images_per_s": statistics.median(speeds),
         "decoder_gflops_per_image": flops["decoder"].total / 1e9,
         "encoder_gflops_per_image": flops["encoder"].total / 1e9,
-        # ru_maxrss is in KiB on Linux
-        "peak_memory_gb": max(gpu) if gpu else usage.ru_maxrss / 2**20,
-        "memory": "CUDA peak allocated" if gpu else "peak RSS of the process",
+        "peak_memory_gib": max(gpu or host) if gpu or host else None,
+        "memory": "CUDA peak allocated" if gpu else "peak resident memory of the process",
         "kept_epochs": _kept_epochs(records, began, keep, args.epochs),
     }
 
@@ -193,7 +193,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
         "linear probe": ("linprobe_top1", "{:.2f}"), "fine-tune": ("finetune_top1", "{:.2f}"),
         "pretrain min": ("pretrain_minutes", "{:.1f}"), "images/s": ("images_per_s", "{:.0f}"),
         "decoder GFLOPs/img": ("decoder_gflops_per_image", "{:.4f}"),
-        "peak memory GB": ("peak_memory_gb", "{:.2f}"),
+        "peak memory GiB": ("peak_memory_gib", "{:.2f}"),
     }  # fmt: skip
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in results:

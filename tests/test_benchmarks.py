@@ -73,7 +73,7 @@ def test_representation_smoke_mode_then_rerun_keeps_results(tmp_path):
                  "linprobe_top1": probe["top1"]}  # fmt: skip
         assert r["curve"] == [point]
         assert 0 < r["curve"][0]["seconds"] <= r["pretrain_seconds"]
-        assert r["images_per_s"] > 0 and r["peak_memory_gb"] > 0
+        assert r["images_per_s"] > 0 and r["peak_memory_gib"] > 0
         assert (run_dir / "pretrain" / "checkpoint.pth").is_file()
     decoder = [r["decoder_gflops_per_image"] for r in results]
     assert decoder[1] < decoder[2] < decoder[0]  # γ = 0.25 < γ = 0.75 < MAE

@@ -1,6 +1,8 @@
 """The run logger: JSON lines, TensorBoard, a bar on terminals, plain lines elsewhere."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -53,3 +55,13 @@ def test_a_torn_last_line_is_ignored(tmp_path):
     path = tmp_path / "log.jsonl"
     path.write_text(json.dumps({"loss": 1.0, "step": 1}) + "\n" + '{"loss": 0.')
     assert read_log(path) == [{"loss": 1.0, "step": 1}]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_peak_host_memory_is_this_process_own():
+    """A fresh process reports its own peak, which rises with an allocation it touches."""
+    code = ("from crossmae.train.logging import peak_host_memory_gib as peak; "
+            "before = peak(); block = bytearray(300 * 2**20); print(before, peak())")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    before, after = map(float, out.stdout.split())
+    assert 0.01 < before < after and after - before > 0.25

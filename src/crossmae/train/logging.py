@@ -100,6 +100,21 @@ def _summary_writer(output_dir: Path) -> Any:
     return SummaryWriter(log_dir=str(output_dir))
 
 
+def peak_host_memory_gib() -> float | None:
+    """This process's peak resident memory (VmHWM), or None off Linux.
+
+    Read from /proc rather than `getrusage`, whose peak survives `exec` and so would
+    report the memory of whatever process launched this one."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20  # the figure is in KiB
+    return None
+
+
 def read_log(path: str | Path) -> list[dict[str, Any]]:
     """The records of a log.jsonl (a torn last line, from a killed run, is ignored)."""
     records = []

@@ -36,7 +36,7 @@ from crossmae.train.distributed import (
     cleanup_distributed,
     init_distributed,
 )
-from crossmae.train.logging import RunLogger, read_log
+from crossmae.train.logging import RunLogger, peak_host_memory_gib, read_log
 from crossmae.train.monitor import save_loss_curve, save_reconstruction
 from crossmae.train.optim import build_adamw, param_groups, set_lr
 from crossmae.train.options import build_dataclass
@@ -336,6 +336,8 @@ class Pretrainer:
         }
         if self.device.type == "cuda":
             record["gpu_mem_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+        elif (rss := peak_host_memory_gib()) is not None:
+            record["host_mem_gib"] = rss
         self.nonfinite_steps = record["nonfinite_steps"]
         line = (
             f"epoch {self.epoch + 1}/{cfg.epochs} step {self.global_step}/{self._planned_steps()}"
