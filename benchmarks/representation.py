@@ -214,6 +214,26 @@ def curve_markdown(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def seed_mean_markdown(results: list[dict[str, Any]]) -> str:
+    """Mean ± sample standard deviation per method over its seeds ("" with one seed each):
+    a seed draws the initialisation, the data order and the image subsets."""
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        by_method.setdefault(r["method"], []).append(r)
+    if all(len(runs) < 2 for runs in by_method.values()):
+        return ""
+    keys = ("knn_top1", "linprobe_top1", "finetune_top1", "pretrain_seconds")
+    lines = ["| method | seeds | kNN | linear probe | fine-tune | pretrain min |", "|" + "---|" * 6]
+    for method, runs in by_method.items():
+        cells = []
+        for key in keys:
+            values = [r[key] / (60 if key == "pretrain_seconds" else 1) for r in runs]
+            spread = statistics.stdev(values) if len(values) > 1 else 0.0
+            cells.append(f"{statistics.mean(values):.1f} ± {spread:.1f}")
+        lines.append(f"| {method} | {len(runs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def collect(output_dir: Path) -> list[dict[str, Any]]:
     """Every finished method's result in the folder, in METHODS order, then by seed."""
     results = [json.loads(p.read_text()) for p in output_dir.glob(f"*/{RESULT}")]
@@ -287,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     (output_dir / "representation.json").write_text(json.dumps(report, indent=2))
     curve = curve_markdown(results)
     table = f"{markdown(results)}\n\nAccuracy against pretraining time:\n\n{curve}"
+    if means := seed_mean_markdown(results):
+        table += f"\n\nMean ± standard deviation over seeds:\n\n{means}"
     (output_dir / "representation.md").write_text(table + "\n")
     print(table)
     return 0

@@ -86,6 +86,26 @@ def test_representation_smoke_mode_then_rerun_keeps_results(tmp_path):
     assert json.loads((out / "representation.json").read_text())["results"] == results
 
 
+def test_seed_means_appear_only_with_several_seeds():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from representation import seed_mean_markdown
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+    def result(method: str, seed: int, knn: float) -> dict:
+        return {"method": method, "seed": seed, "knn_top1": knn, "linprobe_top1": 40.0 + seed,
+                "finetune_top1": 50.0, "pretrain_seconds": 120.0 * (seed + 1)}  # fmt: skip
+
+    assert seed_mean_markdown([result("MAE", 0, 30.0), result("CrossMAE", 0, 31.0)]) == ""
+    table = seed_mean_markdown([result("MAE", 0, 30.0), result("MAE", 1, 34.0),
+                                result("CrossMAE", 0, 31.0)])  # fmt: skip
+    assert table.splitlines()[2:] == [
+        "| MAE | 2 | 32.0 ± 2.8 | 40.5 ± 0.7 | 50.0 ± 0.0 | 3.0 ± 1.4 |",
+        "| CrossMAE | 1 | 31.0 ± 0.0 | 40.0 ± 0.0 | 50.0 ± 0.0 | 2.0 ± 0.0 |",
+    ]
+
+
 def test_representation_refuses_an_unfinished_run(tmp_path):
     (tmp_path / "mae-seed0" / "pretrain").mkdir(parents=True)
     done = run("representation.py", "--smoke", "--output-dir", str(tmp_path), "--methods", "mae")
