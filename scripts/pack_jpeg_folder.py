@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 SOS = b"\xff\xda"  # start of scan: the entropy-coded data follows this segment
 SUFFIXES = (".jpg", ".jpeg")
+
+
+class PackError(Exception):
+    """Bad input, said in one sentence."""
 
 
 def split_jpeg(data: bytes) -> tuple[bytes, bytes]:
@@ -33,11 +38,14 @@ def split_jpeg(data: bytes) -> tuple[bytes, bytes]:
 def pack(folder: Path, output: Path) -> int:
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
     if not files:
-        raise SystemExit(f"pack: no JPEG files under {folder}")
+        raise PackError(f"no JPEG files under {folder}")
     headers: dict[bytes, int] = {}
     which, bodies = [], []
     for path in files:
-        head, body = split_jpeg(path.read_bytes())
+        try:
+            head, body = split_jpeg(path.read_bytes())
+        except ValueError as err:
+            raise PackError(f"{path} is not a whole JPEG ({err})") from None
         which.append(headers.setdefault(head, len(headers)))
         bodies.append(body)
     np.savez_compressed(
@@ -64,16 +72,21 @@ def _item(packed: dict[str, np.ndarray], name: str, i: int) -> bytes:
 
 
 def unpack(archive: Path, folder: Path) -> int:
-    with np.load(archive) as archived:
-        packed = dict(archived)
-    for i, relative in enumerate(packed["paths"]):
-        target = folder / str(relative)
-        if ".." in target.relative_to(folder).parts:
-            raise SystemExit(f"unpack: {relative} would land outside {folder}")
+    try:
+        with np.load(archive) as archived:
+            packed = dict(archived)
+        relatives = [Path(str(p)) for p in packed["paths"]]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        raise PackError(f"{archive} is not an archive made by `pack`") from None
+    for relative in relatives:  # all checked before anything is written
+        if relative.is_absolute() or ".." in relative.parts:
+            raise PackError(f"{relative} would land outside {folder}")
+    for i, relative in enumerate(relatives):
+        target = folder / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         head = _item(packed, "headers", int(packed["header_index"][i]))
         target.write_bytes(head + _item(packed, "bodies", i))
-    return len(packed["paths"])
+    return len(relatives)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,7 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.source.exists():
         print(f"{args.action}: {args.source} does not exist", file=sys.stderr)
         return 2
-    count = (pack if args.action == "pack" else unpack)(args.source, args.target)
+    try:
+        count = (pack if args.action == "pack" else unpack)(args.source, args.target)
+    except PackError as err:
+        print(f"{args.action}: {err}", file=sys.stderr)
+        return 2
     print(f"{args.action}ed {count} files: {args.source} -> {args.target}")
     return 0
 

@@ -47,3 +47,36 @@ def test_round_trip_is_byte_identical_and_headers_are_stored_once(tmp_path):
 def test_a_file_without_a_scan_is_refused():
     with pytest.raises(ValueError, match="no start-of-scan marker"):
         packer.split_jpeg(b"\xff\xd8 not really a jpeg")
+
+
+def test_bad_input_is_one_sentence_and_exit_2(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    assert packer.main(["pack", str(tmp_path / "in"), str(tmp_path / "p.npz")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"pack: {tmp_path / 'in' / 'broken.jpg'} is not a whole JPEG (no start-of-scan marker)"
+    )
+    (tmp_path / "not.npz").write_text("plain text")
+    assert packer.main(["unpack", str(tmp_path / "not.npz"), str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"unpack: {tmp_path / 'not.npz'} is not an archive made by `pack`"
+    )
+    np.savez(tmp_path / "foreign.npz", weights=np.ones(3))
+    assert packer.main(["unpack", str(tmp_path / "foreign.npz"), str(tmp_path / "out")]) == 2
+    assert "is not an archive made by `pack`" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("absolute", [False, True])
+def test_unpack_refuses_paths_outside_the_target(tmp_path, capsys, absolute):
+    write_jpegs(tmp_path / "in")
+    packer.main(["pack", str(tmp_path / "in"), str(tmp_path / "p.npz")])
+    with np.load(tmp_path / "p.npz") as packed:
+        arrays = dict(packed)
+    path = str(tmp_path / "escape.jpg") if absolute else "../escape.jpg"
+    arrays["paths"] = np.array([*arrays["paths"][:-1], path])  # the last: nothing written first
+    np.savez(tmp_path / "evil.npz", **arrays)
+    assert packer.main(["unpack", str(tmp_path / "evil.npz"), str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"unpack: {path} would land outside {tmp_path / 'out'}"
+    )
+    assert not (tmp_path / "escape.jpg").exists() and not (tmp_path / "out").exists()
