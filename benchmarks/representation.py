@@ -133,7 +133,7 @@ def _kept_epochs(records: list[dict], began: float, keep: int, epochs: int) -> l
     """(epoch, wall seconds since the start) for each kept checkpoint and the last epoch."""
     ends = {round(r["epoch"]): r["time"] - began for r in records
             if "loss" in r and float(r["epoch"]).is_integer()}  # fmt: skip
-    kept = [e for e in range(keep, epochs + 1, keep)]
+    kept = list(range(keep, epochs + 1, keep))
     if epochs not in kept:
         kept.append(epochs)
     return [{"epoch": e, "seconds": round(ends[e], 1)} for e in kept]

@@ -25,11 +25,7 @@ from crossmae.errors import CrossMAEError
 from crossmae.eval.augment import probe_transform
 from crossmae.eval.backbone import Backbone, load_backbone
 from crossmae.eval.cache import cache_features
-from crossmae.eval.data import (
-    EpochBatches,
-    open_labeled_splits,
-    protocol_batches,
-)
+from crossmae.eval.data import EpochBatches, open_labeled_splits, protocol_batches
 from crossmae.eval.features import feature_extractor
 from crossmae.eval.lars import LARS
 from crossmae.eval.linear_probe import FrozenEncoderProbe, LinearProbe
