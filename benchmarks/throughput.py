@@ -21,11 +21,15 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import Dataset
 
+from crossmae.data import open_image_dataset, pretrain_transform
+from crossmae.errors import CrossMAEError
 from crossmae.models.registry import get_config
 from crossmae.profiling import count_flops, measure_step
 
@@ -50,8 +54,11 @@ def method_configs(size: str, smoke: bool) -> list[tuple[str, Any]]:
     ]
 
 
-def model_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
-    rows = []
+def model_rows(args: argparse.Namespace, save: Callable[[list[dict]], None]) -> list[dict]:
+    """One row per size, method and mode, handed to `save` as each is measured so that a run
+    cut short keeps what it measured. A row that cannot run (out of memory, a compile
+    failure) records its error and the sweep goes on."""
+    rows: list[dict[str, Any]] = []
     sizes = ["tiny"] if args.smoke else args.sizes
     modes = [False] if args.smoke else [False, True]
     for size in sizes:
@@ -60,29 +67,48 @@ def model_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
             fwd = flops["encoder"].total + flops["decoder"].total
             for compiled in modes:
                 torch._dynamo.reset()
-                stats = measure_step(
-                    config, args.batch_size, args.device, args.steps, args.warmup,
-                    compile=compiled, amp=args.device == "cuda",
-                )  # fmt: skip
-                tflops = 3 * fwd * stats.images_per_s / 1e12
-                rows.append({
-                    "size": size, "method": method, "compiled": compiled,
-                    "images_per_s": stats.images_per_s, "step_ms": stats.step_ms,
-                    "fwd_gflops_per_image": fwd / 1e9,
-                    "decoder_gflops_per_image": flops["decoder"].total / 1e9,
-                    "tflops": tflops, "mfu": tflops / args.peak_tflops,
-                    "peak_memory_gb": (stats.peak_memory_mb or 0) / 1024,
-                })  # fmt: skip
-                print(json.dumps(rows[-1]), flush=True)
-    return rows
+                row = {"size": size, "method": method, "compiled": compiled,
+                       "fwd_gflops_per_image": fwd / 1e9,
+                       "decoder_gflops_per_image": flops["decoder"].total / 1e9}  # fmt: skip
+                try:
+                    stats = measure_step(
+                        config, args.batch_size, args.device, args.steps, args.warmup,
+                        compile=compiled, amp=args.device == "cuda",
+                    )  # fmt: skip
+                except CrossMAEError as err:
+                    row["error"] = str(err)
+                else:
+                    tflops = 3 * fwd * stats.images_per_s / 1e12
+                    row |= {
+                        "images_per_s": stats.images_per_s, "step_ms": stats.step_ms,
+                        "tflops": tflops, "mfu": tflops / args.peak_tflops,
+                        "peak_memory_gib": (stats.peak_memory_mb or 0) / 1024,
+                    }  # fmt: skip
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                save(relative_to_mae(rows))
+    return relative_to_mae(rows)
 
 
-def data_pipeline_row(folder: str, num_images: int) -> dict[str, Any]:
+def relative_to_mae(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each measured row with its images/s and peak memory over MAE's at the same size and
+    mode (the targets: CrossMAE γ = 0.25 at ≥ 1.4× MAE's images/s and ≤ 0.6× its memory)."""
+    mae = {(r["size"], r["compiled"]): r for r in rows if r["method"] == "MAE" and "error" not in r}
+    out = []
+    for r in rows:
+        base = mae.get((r["size"], r["compiled"]))
+        if base is None or "error" in r:
+            out.append(r)
+            continue
+        out.append({**r, "speed_vs_mae": r["images_per_s"] / base["images_per_s"],
+                    "memory_vs_mae": r["peak_memory_gib"] / base["peak_memory_gib"]
+                    if base["peak_memory_gib"] else None})  # fmt: skip
+    return out
+
+
+def data_pipeline_row(dataset: Dataset, folder: str, num_images: int) -> dict[str, Any]:
     """JPEG decode + RandomResizedCrop + flip + normalise in one process (one core)."""
-    from crossmae.data import open_image_dataset, pretrain_transform
-
     torch.set_num_threads(1)
-    dataset = open_image_dataset(folder, "train", transform=pretrain_transform(224))
     n = min(num_images, len(dataset))
     start = time.perf_counter()
     for i in range(n):
@@ -92,16 +118,25 @@ def data_pipeline_row(folder: str, num_images: int) -> dict[str, Any]:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    head = "| ViT | method | compiled | images/s | step ms | GFLOPs/img (dec) | TFLOP/s | MFU "
-    lines = [head + "| peak GB |", "|" + "---|" * 9]
+    head = ("| ViT | method | compiled | images/s | × MAE | step ms | GFLOPs/img (dec) | TFLOP/s "
+            "| MFU | peak GiB | × MAE |")  # fmt: skip
+    lines = [head, "|" + "---|" * 11]
     for r in rows:
+        start = f"| {r['size']} | {r['method']} | {'yes' if r['compiled'] else 'no'} | "
+        gflops = f"{r['fwd_gflops_per_image']:.2f} ({r['decoder_gflops_per_image']:.2f})"
+        if "error" in r:
+            lines.append(f"{start}{r['error']} | | | {gflops} | | | | |")
+            continue
         lines.append(
-            f"| {r['size']} | {r['method']} | {'yes' if r['compiled'] else 'no'} | "
-            f"{r['images_per_s']:.0f} | {r['step_ms']:.1f} | {r['fwd_gflops_per_image']:.2f} "
-            f"({r['decoder_gflops_per_image']:.2f}) | {r['tflops']:.1f} | {100 * r['mfu']:.1f}% | "
-            f"{r['peak_memory_gb']:.2f} |"
+            f"{start}{r['images_per_s']:.0f} | {_ratio(r.get('speed_vs_mae'))} | "
+            f"{r['step_ms']:.1f} | {gflops} | {r['tflops']:.1f} | {100 * r['mfu']:.1f}% | "
+            f"{r['peak_memory_gib']:.2f} | {_ratio(r.get('memory_vs_mae'))} |"
         )
     return "\n".join(lines)
+
+
+def _ratio(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}×"
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -119,6 +154,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.smoke:
         args.device, args.batch_size, args.steps, args.warmup = "cpu", 8, 2, 1
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda was asked for but no CUDA GPU is available")
+    jpegs = None
+    if args.data:  # a wrong path fails now, not after the sweep
+        try:
+            jpegs = open_image_dataset(args.data, transform=pretrain_transform(224))
+        except CrossMAEError as err:
+            parser.error(str(err))
     result: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d"),
         "device": torch.cuda.get_device_name()
@@ -128,16 +171,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "torch": torch.__version__,
         "batch_size": args.batch_size,
         "peak_tflops": args.peak_tflops,
-        "models": model_rows(args),
     }
-    if args.data:
-        result["data_pipeline"] = data_pipeline_row(args.data, args.data_images)
-    print(markdown(result["models"]))
-    if "data_pipeline" in result:
-        d = result["data_pipeline"]
+
+    def save(rows: list[dict[str, Any]]) -> None:
+        result["models"] = rows
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2))
+
+    rows = model_rows(args, save)
+    print(markdown(rows))
+    if jpegs is not None:
+        d = result["data_pipeline"] = data_pipeline_row(jpegs, args.data, args.data_images)
         print(f"data pipeline: {d['images_per_s_per_core']:.0f} images/s per core ({d['data']})")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+    save(rows)
     return result
 
 

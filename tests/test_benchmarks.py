@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -20,6 +22,15 @@ def run(script: str, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, str(BENCHMARKS / script), *args], env=env,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
+
+
+def import_benchmark(name: str) -> ModuleType:
+    """A script in benchmarks/ as a module (they are scripts, not a package)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
 
 
 def jpeg_folder(root: Path, count: int) -> Path:
@@ -45,11 +56,46 @@ def test_throughput_smoke_mode(tmp_path):
         assert r["images_per_s"] > 0 and r["step_ms"] > 0
         assert r["tflops"] == pytest.approx(3 * r["fwd_gflops_per_image"] * r["images_per_s"] / 1e3)
         assert r["mfu"] == pytest.approx(r["tflops"] / 989.0)
+        assert r["speed_vs_mae"] == pytest.approx(r["images_per_s"] / rows[0]["images_per_s"])
     decoder = {r["method"]: r["decoder_gflops_per_image"] for r in rows}
     assert decoder["CrossMAE γ=0.25"] < decoder["CrossMAE γ=0.75"] < decoder["MAE"]
     assert result["data_pipeline"]["images"] == 24
     assert result["data_pipeline"]["images_per_s_per_core"] > 0
     assert "| tiny | CrossMAE γ=0.25 | no |" in done.stdout
+
+
+def test_throughput_refuses_a_wrong_data_path_before_measuring(tmp_path):
+    done = run("throughput.py", "--smoke", "--data", str(tmp_path / "missing"))
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == (
+        f"throughput.py: error: data path {tmp_path / 'missing'} does not exist"
+    )
+    assert done.stdout == ""  # nothing was measured
+
+
+def test_throughput_rows_relative_to_mae_and_rows_that_failed():
+    throughput = import_benchmark("throughput")
+
+    def row(method: str, images_per_s: float, memory: float, compiled: bool = False) -> dict:
+        return {"size": "base", "method": method, "compiled": compiled,
+                "images_per_s": images_per_s, "step_ms": 1e3 * 256 / images_per_s,
+                "fwd_gflops_per_image": 30.0, "decoder_gflops_per_image": 4.0,
+                "tflops": 50.0, "mfu": 0.05, "peak_memory_gib": memory}  # fmt: skip
+
+    failed = {"size": "base", "method": "MAE", "compiled": True, "fwd_gflops_per_image": 30.0,
+              "decoder_gflops_per_image": 10.0,
+              "error": "out of GPU memory at batch 256; try a smaller batch size"}  # fmt: skip
+    rows = throughput.relative_to_mae([
+        row("MAE", 1000.0, 40.0), row("CrossMAE γ=0.25", 1500.0, 22.0), failed,
+        row("CrossMAE γ=0.25", 1700.0, 20.0, compiled=True),
+    ])  # fmt: skip
+    assert (rows[1]["speed_vs_mae"], rows[1]["memory_vs_mae"]) == (1.5, 0.55)
+    assert "speed_vs_mae" not in rows[3]  # no MAE row to compare with when compiled
+    lines = throughput.markdown(rows).splitlines()
+    assert len({line.count("|") for line in lines}) == 1  # every row has every column
+    assert "| 1500 | 1.50× |" in lines[3] and lines[3].endswith("| 22.00 | 0.55× |")
+    assert "| out of GPU memory at batch 256; try a smaller batch size |" in lines[4]
+    assert "| 1700 | — |" in lines[5]
 
 
 @pytest.mark.slow
@@ -87,11 +133,7 @@ def test_representation_smoke_mode_then_rerun_keeps_results(tmp_path):
 
 
 def test_seed_means_appear_only_with_several_seeds():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        from representation import seed_mean_markdown
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    seed_mean_markdown = import_benchmark("representation").seed_mean_markdown
 
     def result(method: str, seed: int, knn: float) -> dict:
         return {"method": method, "seed": seed, "knn_top1": knn, "linprobe_top1": 40.0 + seed,

@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from crossmae.cli import main
+from crossmae.errors import CrossMAEError
+from crossmae.models.autoencoder import MaskedAutoencoder
 from crossmae.models.registry import get_config
 from crossmae.profiling import PeakRss, comparison_configs, count_flops, measure_step
 
@@ -63,6 +65,18 @@ def test_measured_step_on_cpu():
     stats = measure_step(config, batch_size=2, device="cpu", steps=1, warmup=1)
     assert stats.images_per_s > 0 and stats.step_ms > 0
     assert stats.peak_memory_mb is None or stats.peak_memory_mb >= 0
+
+
+def test_a_step_out_of_gpu_memory_is_one_sentence(monkeypatch):
+    def no_memory(self, *args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(MaskedAutoencoder, "forward", no_memory)
+    config = get_config("crossmae_vit_tiny_patch4_32", depth=1, decoder_depth=1)
+    for compiled in (False, True):  # not mistaken for a compile failure
+        with pytest.raises(CrossMAEError) as err:
+            measure_step(config, batch_size=6, device="cpu", steps=1, warmup=1, compile=compiled)
+        assert str(err.value) == "out of GPU memory at batch 6; try a smaller batch size"
 
 
 def test_peak_rss_sees_a_large_allocation():

@@ -12,6 +12,8 @@ import dataclasses
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,10 +179,12 @@ def measure_step(
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    with PeakRss() as rss:
+    with PeakRss() as rss, _out_of_memory_as_error(batch_size):
         try:
             for _ in range(warmup):
                 step()
+        except torch.cuda.OutOfMemoryError:
+            raise
         except Exception as err:  # compilation errors surface at the first call
             if not compile:
                 raise
@@ -208,6 +212,17 @@ def measure_step(
         peak_memory_mb=peak,
         memory=memory,
     )
+
+
+@contextmanager
+def _out_of_memory_as_error(batch_size: int) -> Iterator[None]:
+    """A step that does not fit the GPU is a sentence the caller can act on (or record)."""
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError:
+        raise CrossMAEError(
+            f"out of GPU memory at batch {batch_size}; try a smaller batch size"
+        ) from None
 
 
 class PeakRss:
