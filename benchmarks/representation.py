@@ -7,7 +7,9 @@ configs/finetune_cifar10.yaml) on the test split, final epoch only. Checkpoints 
 the way give the curve of kNN / probe accuracy against pretraining wall time.
 
 GPU (bf16, compiled, images held on the GPU); one method per call fits a 10-minute slot,
-and the table is rebuilt from every result already in --output-dir:
+and the table is rebuilt from every result already in --output-dir. A call cut short
+after pretraining evaluates that pretraining on the next call; one cut during
+pretraining leaves a folder to delete (its wall time could not be measured whole):
 
     python benchmarks/representation.py --data /path/to/cifar-10 --device cuda \
         --methods mae --epochs 100 --output-dir runs/representation
@@ -49,6 +51,7 @@ from crossmae.train.options import build_dataclass, read_yaml
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 RESULT = "result.json"
+PRETRAINED = "pretrain.json"  # pretraining's wall time, speed, memory, kept epochs
 
 
 @dataclass(frozen=True)
@@ -167,10 +170,16 @@ def run_method(method: Method, args: argparse.Namespace, seed: int) -> dict[str,
     if (out / RESULT).exists():
         print(f"{method.label}, seed {seed}: already in {out / RESULT}, kept", flush=True)
         return json.loads((out / RESULT).read_text())
-    if (out / "pretrain").exists():
-        raise CrossMAEError(f"{out} holds an unfinished run; delete it to run {method.label} again")
     result: dict[str, Any] = {"method": method.label, "key": method.key, "seed": seed}
-    result |= pretrain_method(method, args, seed, out)
+    if (out / PRETRAINED).exists():  # an evaluation cut short: its pretraining stands
+        print(f"{method.label}, seed {seed}: pretrained in {out}, evaluating", flush=True)
+        result |= json.loads((out / PRETRAINED).read_text())
+    elif (out / "pretrain").exists():
+        raise CrossMAEError(f"{out} holds an unfinished run; delete it to run {method.label} again")
+    else:
+        pretrained = pretrain_method(method, args, seed, out)
+        (out / PRETRAINED).write_text(json.dumps(pretrained, indent=2))
+        result |= pretrained
     curve = []
     kept = result.pop("kept_epochs")
     for point in kept:

@@ -131,6 +131,19 @@ def test_representation_smoke_mode_then_rerun_keeps_results(tmp_path):
     assert "MAE, seed 0: already in" in again.stdout
     assert json.loads((out / "representation.json").read_text())["results"] == results
 
+    # An evaluation cut short (no result yet) evaluates again on the same pretraining.
+    mae_dir = out / "mae-seed0"
+    checkpoint_written = (mae_dir / "pretrain" / "checkpoint.pth").stat().st_mtime_ns
+    (mae_dir / "result.json").unlink()
+    resumed = run("representation.py", "--smoke", "--output-dir", str(out), "--methods", "mae")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"MAE, seed 0: pretrained in {mae_dir}, evaluating" in resumed.stdout
+    assert (mae_dir / "pretrain" / "checkpoint.pth").stat().st_mtime_ns == checkpoint_written
+    redone = json.loads((mae_dir / "result.json").read_text())
+    for key in ("pretrain_seconds", "images_per_s", "peak_memory_gib"):
+        assert redone[key] == results[0][key]
+    assert [p["epoch"] for p in redone["curve"]] == [1]
+
 
 def test_seed_means_appear_only_with_several_seeds():
     seed_mean_markdown = import_benchmark("representation").seed_mean_markdown
