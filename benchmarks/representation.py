@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 import yaml
+from matplotlib.figure import Figure
 
 from crossmae.errors import CrossMAEError
 from crossmae.eval.finetune import finetune
@@ -48,9 +49,12 @@ from crossmae.train.checkpointing import LATEST, epoch_checkpoint_name
 from crossmae.train.config import PretrainConfig
 from crossmae.train.logging import read_log
 from crossmae.train.options import build_dataclass, read_yaml
+from crossmae.viz.curves import CURVE_SIZE
+from crossmae.viz.figure import new_figure, pixel_axes, save_png
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 RESULT = "result.json"
+FIGURE = "representation.png"
 PRETRAINED = "pretrain.json"  # pretraining's wall time, speed, memory, kept epochs
 
 
@@ -72,6 +76,7 @@ METHODS = {
     )
 }
 DEFAULT_METHODS = ["mae", "crossmae-0.25", "crossmae-0.75"]
+SEED_STYLES = ["-", "--", ":", "-."]
 # The smoke mode's shallow model: it checks the plumbing, not the numbers.
 SMOKE_MODEL = {"embed_dim": 64, "num_heads": 2, "depth": 2, "decoder_depth": 2}
 
@@ -223,6 +228,28 @@ def curve_markdown(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def curve_figure(results: list[dict[str, Any]], title: str) -> Figure:
+    """kNN and linear-probe top-1 against pretraining minutes, a colour per method and a
+    line style per seed: what each method buys per minute of pretraining, not per epoch."""
+    width, height = CURVE_SIZE
+    fig = new_figure(width, height, title)
+    panel_height = (height - 40 - 30 - 50) / 2
+    panels = [("knn_top1", "kNN top-1 (%)"), ("linprobe_top1", "linear probe top-1 (%)")]
+    for i, (key, label) in enumerate(panels):
+        ax = pixel_axes(fig, 80, 40 + i * (panel_height + 30), width - 110, panel_height)
+        for r in results:
+            ax.plot([p["seconds"] / 60 for p in r["curve"]], [p[key] for p in r["curve"]],
+                    marker="o", markersize=4, color=f"C{list(METHODS).index(r['key'])}",
+                    linestyle=SEED_STYLES[r["seed"] % len(SEED_STYLES)],
+                    label=f"{r['method']}, seed {r['seed']}")  # fmt: skip
+        ax.set_ylabel(label, fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+    ax.set_xlabel("pretraining wall time (min)", fontsize=8)
+    fig.axes[0].legend(fontsize=7)
+    return fig
+
+
 def seed_mean_markdown(results: list[dict[str, Any]]) -> str:
     """Mean ± sample standard deviation per method over its seeds ("" with one seed each):
     a seed draws the initialisation, the data order and the image subsets."""
@@ -319,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     if means := seed_mean_markdown(results):
         table += f"\n\nMean ± standard deviation over seeds:\n\n{means}"
     (output_dir / "representation.md").write_text(table + "\n")
+    title = f"CIFAR-10, {args.epochs} pretraining epochs: accuracy against pretraining time"
+    save_png(curve_figure(results, title), output_dir / FIGURE)
     print(table)
     return 0
 

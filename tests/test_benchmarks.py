@@ -125,6 +125,8 @@ def test_representation_smoke_mode_then_rerun_keeps_results(tmp_path):
     assert decoder[1] < decoder[2] < decoder[0]  # γ = 0.25 < γ = 0.75 < MAE
     table = (out / "representation.md").read_text()
     assert table.count("| CrossMAE γ=0.25 | 0 |") == 2  # the summary and the curve
+    with Image.open(out / "representation.png") as figure:
+        assert figure.size == (800, 560)
 
     again = run("representation.py", "--smoke", "--output-dir", str(out), "--methods", "mae")
     assert again.returncode == 0, again.stderr
@@ -159,6 +161,22 @@ def test_seed_means_appear_only_with_several_seeds():
         "| MAE | 2 | 32.0 ± 2.8 | 40.5 ± 0.7 | 50.0 ± 0.0 | 3.0 ± 1.4 |",
         "| CrossMAE | 1 | 31.0 ± 0.0 | 40.0 ± 0.0 | 50.0 ± 0.0 | 2.0 ± 0.0 |",
     ]
+
+
+def test_curve_figure_draws_each_run_against_pretraining_minutes():
+    representation = import_benchmark("representation")
+    curve = [{"epoch": 4, "seconds": 150.0, "knn_top1": 30.0, "linprobe_top1": 41.0},
+             {"epoch": 8, "seconds": 300.0, "knn_top1": 33.0, "linprobe_top1": 44.0}]  # fmt: skip
+    runs = [{"key": "mae", "method": "MAE", "seed": 0, "curve": curve},
+            {"key": "crossmae-0.25", "method": "CrossMAE γ=0.25", "seed": 1,
+             "curve": curve[1:]}]  # fmt: skip
+    fig = representation.curve_figure(runs, "title")
+    knn, probe = fig.axes
+    assert [list(line.get_xdata()) for line in knn.lines] == [[2.5, 5.0], [5.0]]
+    assert [list(line.get_ydata()) for line in probe.lines] == [[41.0, 44.0], [44.0]]
+    assert knn.lines[0].get_color() != knn.lines[1].get_color()
+    labels = [t.get_text() for t in knn.get_legend().get_texts()]
+    assert labels == ["MAE, seed 0", "CrossMAE γ=0.25, seed 1"]
 
 
 def test_representation_refuses_an_unfinished_run(tmp_path):
