@@ -107,9 +107,10 @@ def test_mae_loss_averages_over_masked_patches_float64():
     assert out.mask.sum().item() == 2 * 48
 
 
-def test_compiled_model_matches_eager_without_graph_breaks():
+@pytest.mark.parametrize("name", ["crossmae_vit_tiny_patch4_32", "mae_vit_tiny_patch4_32"])
+def test_compiled_model_matches_eager_without_graph_breaks(name):
     torch._dynamo.reset()
-    model = create_model("crossmae_vit_tiny_patch4_32", depth=2, decoder_depth=2)
+    model = create_model(name, depth=2, decoder_depth=2)
     imgs, noise = _imgs(), torch.rand(2, 64)
     eager = model(imgs, noise=noise).loss
     compiled = torch.compile(model, fullgraph=True)  # fullgraph raises on any graph break
