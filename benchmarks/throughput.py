@@ -143,7 +143,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="CPU smoke mode: ViT-Tiny, 32 px")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--sizes", nargs="+", default=["small", "base", "large"])
+    parser.add_argument(
+        "--sizes", nargs="+", choices=list(PATCH), default=["small", "base", "large"]
+    )
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
@@ -154,6 +156,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.smoke:
         args.device, args.batch_size, args.steps, args.warmup = "cpu", 8, 2, 1
+    for name in ("batch_size", "steps"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda was asked for but no CUDA GPU is available")
     jpegs = None

@@ -73,6 +73,20 @@ def test_throughput_refuses_a_wrong_data_path_before_measuring(tmp_path):
     assert done.stdout == ""  # nothing was measured
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--steps", "0"], "--steps must be at least 1"),
+        (["--sizes", "giant"], "argument --sizes: invalid choice: 'giant'"),
+    ],
+)
+def test_throughput_refuses_impossible_settings(argv, message):
+    done = run("throughput.py", *argv)
+    assert done.returncode == 2 and message in done.stderr.splitlines()[-1]
+    assert "Traceback" not in done.stderr and done.stdout == ""
+
+
 def test_throughput_rows_relative_to_mae_and_rows_that_failed():
     throughput = import_benchmark("throughput")
 
