@@ -1,11 +1,14 @@
 """The three commands end to end on tiny data, from our checkpoints and the authors'."""
 
+import itertools
 import json
+import types
 
 import pytest
 import torch
 
 from crossmae.cli import main
+from crossmae.eval import finetune, linprobe
 from crossmae.eval.backbone import load_backbone
 
 FAST = ["--num-workers", "0", "--batch-size", "20", "--log-every", "1"]
@@ -14,6 +17,16 @@ SUBSET = ["--train-images", "60", "--eval-images", "40"]
 
 def _run(*args) -> int:
     return main([str(a) for a in args])
+
+
+def _slow_clock(monkeypatch, module) -> None:
+    """Each reading of `module`'s clock is 10 s after the last: epoch times become exact."""
+    ticks = itertools.count(1000.0, 10.0)
+    monkeypatch.setattr(module, "time", types.SimpleNamespace(time=lambda: next(ticks)))
+
+
+def _strictly_increasing(values: list[float]) -> bool:
+    return all(a < b for a, b in itertools.pairwise(values))
 
 
 @pytest.mark.parametrize("which", ["ours", "authors"])
@@ -39,7 +52,8 @@ def test_knn_on_the_builtin_demo_set_with_token_features(authors, tmp_path):
 
 
 @pytest.mark.parametrize("which", ["ours", "authors"])
-def test_cached_linprobe_learns_and_resumes(which, request, two_class_tree, tmp_path):
+def test_cached_linprobe_learns_and_resumes(which, request, two_class_tree, tmp_path, monkeypatch):
+    _slow_clock(monkeypatch, linprobe)
     checkpoint = request.getfixturevalue(which)
     out = tmp_path / "probe"
     common = ["linprobe", "--checkpoint", checkpoint, "--data", two_class_tree, "--cached",
@@ -54,6 +68,8 @@ def test_cached_linprobe_learns_and_resumes(which, request, two_class_tree, tmp_
     assert [h["epoch"] for h in again["history"]] == list(range(1, 21))
     assert again["history"][-1]["loss"] < again["history"][0]["loss"]
     assert again["top1"] == 100.0 and again["mode"] == "cached features"
+    seconds = [h["seconds"] for h in again["history"]]  # counted across the resume
+    assert _strictly_increasing(seconds) and again["train_seconds"] > seconds[-1]
     ckpt = torch.load(out / "checkpoint-last.pth", weights_only=True)
     assert ckpt["format"] == "crossmae-linprobe" and ckpt["classes"] == ["bright", "dark"]
 
@@ -81,7 +97,10 @@ def test_finetune_from_our_checkpoint(ours, two_class_tree, tmp_path):
     assert 0 < moved["patch_embed.proj.weight"] < 0.6 * moved["blocks.1.mlp.fc1.weight"]
 
 
-def test_finetune_from_authors_checkpoint_resumes_with_ema(authors, two_class_tree, tmp_path):
+def test_finetune_from_authors_checkpoint_resumes_with_ema(
+    authors, two_class_tree, tmp_path, monkeypatch
+):
+    _slow_clock(monkeypatch, finetune)
     out = tmp_path / "ft"
     common = ["finetune", "--checkpoint", authors, "--data", two_class_tree,
               "--output-dir", out, "--warmup-epochs", 1, "--resume", "auto", "--ema",
@@ -93,6 +112,8 @@ def test_finetune_from_authors_checkpoint_resumes_with_ema(authors, two_class_tr
     assert results["history"][0] == first["history"][0]
     assert [h["epoch"] for h in results["history"]] == [1, 2]
     assert {"ema_top1", "ema_top5"} <= set(results["history"][1])
+    seconds = [h["seconds"] for h in results["history"]]  # counted across the resume
+    assert _strictly_increasing(seconds) and results["train_seconds"] > seconds[-1]
     assert load_backbone(out / "checkpoint-best.pth").classes == ["bright", "dark"]
 
 

@@ -31,7 +31,7 @@ from crossmae.eval.data import (
 from crossmae.eval.layer_decay import layer_decay_scales
 from crossmae.eval.loop import Schedule, StepTools, evaluate, train_one_epoch
 from crossmae.eval.results import result_table
-from crossmae.eval.run import RunContext, resume_path
+from crossmae.eval.run import RunContext, resume_path, spent_seconds
 from crossmae.eval.settings import FinetuneSettings
 from crossmae.serialization import safe_torch_load
 from crossmae.train.checkpointing import capture_rng, restore_rng
@@ -98,12 +98,12 @@ def _finetune(s: FinetuneSettings, ctx: RunContext) -> dict[str, Any]:
         ctx.logger(s.epochs * steps, progress.epoch * steps), s.log_every,
     )  # fmt: skip
     model = DistributedDataParallel(vit, ctx.device_ids) if ctx.dist.distributed else vit
-    began = time.time()
+    began = time.time() - spent_seconds(progress.history)
     step = progress.epoch * steps
     for epoch in range(progress.epoch, s.epochs):
         step = train_one_epoch(model, train.epoch(epoch), tools, step)
         metrics = _evaluate(vit, ema, test, ctx)
-        record = {"epoch": epoch + 1, **metrics}
+        record = {"epoch": epoch + 1, **metrics, "seconds": round(time.time() - began, 1)}
         progress.epoch = epoch + 1
         progress.history.append(record)
         if record["top1"] > progress.best["top1"]:

@@ -31,7 +31,7 @@ from crossmae.eval.lars import LARS
 from crossmae.eval.linear_probe import FrozenEncoderProbe, LinearProbe
 from crossmae.eval.loop import Batches, Schedule, StepTools, evaluate, train_one_epoch
 from crossmae.eval.results import result_table
-from crossmae.eval.run import RunContext, resume_path
+from crossmae.eval.run import RunContext, resume_path, spent_seconds
 from crossmae.eval.settings import LinprobeSettings
 from crossmae.serialization import safe_torch_load
 from crossmae.train.checkpointing import capture_rng, restore_rng
@@ -110,14 +110,14 @@ def _linprobe(s: LinprobeSettings, ctx: RunContext) -> dict[str, Any]:
         s.epochs * steps, s.min_lr), ctx.device, autocast, None if s.cached else ctx.scaler,
         logger=ctx.logger(s.epochs * steps, done * steps), log_every=s.log_every,
     )  # fmt: skip
-    began = time.time()
+    began = time.time() - spent_seconds(history)
     step = done * steps
     metrics: dict[str, Any] = {}
     for epoch in range(done, s.epochs):
         step = train_one_epoch(probe.model, probe.train.epoch(epoch), tools, step)
         metrics = evaluate(probe.model, probe.test, ctx.device, autocast)
         best = max(best, metrics["top1"])
-        history.append({"epoch": epoch + 1, **metrics})
+        history.append({"epoch": epoch + 1, **metrics, "seconds": round(time.time() - began, 1)})
         ctx.save(_checkpoint(probe, s, optimizer, epoch + 1, best, history), LAST)
         line = f"epoch {epoch + 1}/{s.epochs}: top-1 {metrics['top1']:.2f} (best {best:.2f})"
         ctx.log_epoch({"epoch": epoch + 1, **{f"test_{k}": v for k, v in metrics.items()}},

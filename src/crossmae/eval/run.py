@@ -107,3 +107,9 @@ def resume_path(resume: str | None, last: Path) -> Path | None:
     if not path.is_file():
         raise CrossMAEError(f"--resume {path} does not exist")
     return path
+
+
+def spent_seconds(history: list[dict[str, Any]]) -> float:
+    """Wall seconds the epochs in `history` took, so a resumed run reports its whole time
+    (0 for a fresh run, or for a checkpoint written before epochs recorded their time)."""
+    return float(history[-1].get("seconds", 0.0)) if history else 0.0
