@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,10 @@ def safe_torch_load(path: str | Path) -> Any:
     if not path.is_file():
         raise CrossMAEError(f"checkpoint {path} does not exist")
     try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
+        with torch.serialization.safe_globals(SAFE_GLOBALS), warnings.catch_warnings():
+            # a plain pickle of a newer protocol is read (or refused) all the same; torch's
+            # warning about it would only bury our one sentence
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL ([\w.]+)", str(err))

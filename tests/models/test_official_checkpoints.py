@@ -4,6 +4,7 @@ import argparse
 import json
 import os
 import pickle
+import warnings
 from pathlib import Path
 
 import pytest
@@ -93,8 +94,10 @@ def test_plain_pickle_and_garbage_are_refused(tmp_path):
     (tmp_path / "garbage.pth").write_bytes(os.urandom(1000))
     (tmp_path / "text.pth").write_text("just some text\n")
     for name in ("plain.pkl", "garbage.pth", "text.pth"):
-        with pytest.raises(CrossMAEError):
+        with warnings.catch_warnings(record=True) as caught, pytest.raises(CrossMAEError):
+            warnings.simplefilter("always")
             load_official_checkpoint(tmp_path / name)
+        assert not caught, f"{name}: {caught[0].message}"  # the error alone, no torch warning
 
 
 def test_architecture_mismatch_names_parameter_and_shapes(tmp_path):
