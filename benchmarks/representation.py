@@ -7,9 +7,10 @@ configs/finetune_cifar10.yaml) on the test split, final epoch only. Checkpoints 
 the way give the curve of kNN / probe accuracy against pretraining wall time.
 
 GPU (bf16, compiled, images held on the GPU); one method per call fits a 10-minute slot,
-and the table is rebuilt from every result already in --output-dir. A call cut short
-after pretraining evaluates that pretraining on the next call; one cut during
-pretraining leaves a folder to delete (its wall time could not be measured whole):
+and the table is rebuilt from every result already in --output-dir. The same command
+picks up a call cut short: during pretraining it resumes from the last checkpoint (the
+pretraining time is the run's own, summed over the calls), after it it evaluates that
+pretraining:
 
     python benchmarks/representation.py --data /path/to/cifar-10 --device cuda \
         --methods mae --epochs 100 --output-dir runs/representation
@@ -37,6 +38,7 @@ import torch
 import yaml
 from matplotlib.figure import Figure
 
+from crossmae.data import open_image_dataset
 from crossmae.errors import CrossMAEError
 from crossmae.eval.finetune import finetune
 from crossmae.eval.knn_eval import knn_eval
@@ -45,7 +47,7 @@ from crossmae.eval.settings import FinetuneSettings, KnnSettings, LinprobeSettin
 from crossmae.models.autoencoder import MaskedAutoencoder
 from crossmae.models.checkpoint import save_model
 from crossmae.profiling import count_flops
-from crossmae.train.checkpointing import LATEST, epoch_checkpoint_name
+from crossmae.train.checkpointing import LATEST, epoch_checkpoint_name, load_training_state
 from crossmae.train.config import PretrainConfig
 from crossmae.train.logging import read_log
 from crossmae.train.options import build_dataclass, read_yaml
@@ -90,8 +92,10 @@ def data_settings(args: argparse.Namespace, seed: int) -> dict[str, Any]:
 
 
 def pretrain_method(method: Method, args: argparse.Namespace, seed: int, out: Path) -> dict:
-    """`crossmae pretrain` with the method's recipe in a child process, as a user runs it:
-    wall time, images/s (median of the log's), peak memory and the kept epochs."""
+    """`crossmae pretrain --resume auto` with the method's recipe in a child process, as a
+    user runs it: the run's wall time from setup to its final checkpoint (summed over
+    resumes; the interpreter's start-up is not in it), images/s (median of the log's),
+    peak memory and the kept epochs."""
     recipe = read_yaml(CONFIGS / method.recipe)
     keep = max(1, args.epochs // args.curve_points)
     settings = {
@@ -100,7 +104,7 @@ def pretrain_method(method: Method, args: argparse.Namespace, seed: int, out: Pa
         "keep_every_epochs": keep, "recon_every_epochs": 0, "knn_every_epochs": 0,
         "tensorboard": False, "log_every": args.log_every, "device": args.device,
         "compile": args.compile, "seed": seed, "num_workers": args.num_workers,
-        "output_dir": str(out / "pretrain"),
+        "output_dir": str(out / "pretrain"), "resume": "auto",
     }  # fmt: skip
     if args.batch_size:
         settings["batch_size"] = args.batch_size
@@ -113,14 +117,13 @@ def pretrain_method(method: Method, args: argparse.Namespace, seed: int, out: Pa
         (out / "pretrain").mkdir()
         save_model(out / "pretrain" / LATEST, MaskedAutoencoder(config))
         return {"pretrain_seconds": 0.0, "kept_epochs": [{"epoch": 0, "seconds": 0.0}]}
+    if (out / "pretrain").exists():
+        print(f"{method.label}, seed {seed}: resuming the pretraining in {out}", flush=True)
     (out / "pretrain.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
     command = [sys.executable, "-m", "crossmae", "pretrain", "--config", str(out / "pretrain.yaml")]
-    began = time.time()
-    child = subprocess.Popen(command)
-    returncode = child.wait()
-    seconds = time.time() - began
-    if returncode != 0:
+    if subprocess.run(command).returncode != 0:
         raise CrossMAEError(f"pretraining {method.label} failed: {' '.join(command)}")
+    seconds = load_training_state(out / "pretrain" / LATEST)["train_seconds"]
     records = read_log(out / "pretrain" / "log.jsonl")
     speeds = [r["images_per_s"] for r in records if "images_per_s" in r]
     gpu = [r["gpu_mem_gib"] for r in records if "gpu_mem_gib" in r]
@@ -133,13 +136,14 @@ def pretrain_method(method: Method, args: argparse.Namespace, seed: int, out: Pa
         "encoder_gflops_per_image": flops["encoder"].total / 1e9,
         "peak_memory_gib": max(gpu or host) if gpu or host else None,
         "memory": "CUDA peak allocated" if gpu else "peak resident memory of the process",
-        "kept_epochs": _kept_epochs(records, began, keep, args.epochs),
+        "kept_epochs": _kept_epochs(records, keep, args.epochs),
     }
 
 
-def _kept_epochs(records: list[dict], began: float, keep: int, epochs: int) -> list[dict]:
-    """(epoch, wall seconds since the start) for each kept checkpoint and the last epoch."""
-    ends = {round(r["epoch"]): r["time"] - began for r in records
+def _kept_epochs(records: list[dict], keep: int, epochs: int) -> list[dict]:
+    """(epoch, the run's wall seconds) for each kept checkpoint and the last epoch; a
+    resumed run logs again what it redoes, and its later record counts."""
+    ends = {round(r["epoch"]): r["seconds"] for r in records
             if "loss" in r and float(r["epoch"]).is_integer()}  # fmt: skip
     kept = list(range(keep, epochs + 1, keep))
     if epochs not in kept:
@@ -179,8 +183,6 @@ def run_method(method: Method, args: argparse.Namespace, seed: int) -> dict[str,
     if (out / PRETRAINED).exists():  # an evaluation cut short: its pretraining stands
         print(f"{method.label}, seed {seed}: pretrained in {out}, evaluating", flush=True)
         result |= json.loads((out / PRETRAINED).read_text())
-    elif (out / "pretrain").exists():
-        raise CrossMAEError(f"{out} holds an unfinished run; delete it to run {method.label} again")
     else:
         pretrained = pretrain_method(method, args, seed, out)
         (out / PRETRAINED).write_text(json.dumps(pretrained, indent=2))
@@ -299,9 +301,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="random-init: the same encoder untrained, for reference",
     )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--epochs", type=int, default=100, help="pretraining epochs")
+    parser.add_argument("--epochs", type=int, help="pretraining epochs (default 100; smoke: 1)")
     parser.add_argument("--batch-size", type=int, help="pretraining batch (default: recipe's)")
-    parser.add_argument("--curve-points", type=int, default=4, help="checkpoints evaluated")
+    parser.add_argument("--curve-points", type=int, help="checkpoints evaluated (4; smoke: 1)")
     parser.add_argument("--probe-epochs", type=int, default=90)
     parser.add_argument("--finetune-epochs", type=int, default=15)
     parser.add_argument("--train-images", type=int, help="a fixed random subset (CPU runs)")
@@ -315,15 +317,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="CPU smoke mode (CI)")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.device, args.epochs, args.curve_points, args.batch_size = "cpu", 1, 1, 32
+        args.device, args.batch_size = "cpu", 32
         args.probe_epochs, args.finetune_epochs, args.num_workers = 2, 1, 0
         args.train_images = args.train_images or 256
         args.eval_images = args.eval_images or 128
+    if args.epochs is None:
+        args.epochs = 1 if args.smoke else 100
+    if args.curve_points is None:
+        args.curve_points = 1 if args.smoke else 4
     if args.compile is None:
         args.compile = torch.device(args.device).type == "cuda"
     for name in ("epochs", "curve_points", "probe_epochs", "finetune_epochs", "log_every"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.data:  # a wrong path fails now, not after a method's pretraining
+        try:
+            for split in ("train", "test"):
+                open_image_dataset(args.data, split)
+        except CrossMAEError as err:
+            parser.error(str(err))
     return args
 
 

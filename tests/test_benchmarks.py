@@ -5,14 +5,18 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from crossmae.train.checkpointing import load_training_state
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 METHODS = ["MAE", "CrossMAE γ=0.25", "CrossMAE γ=0.75"]
@@ -193,11 +197,81 @@ def test_curve_figure_draws_each_run_against_pretraining_minutes():
     assert labels == ["MAE, seed 0", "CrossMAE γ=0.25, seed 1"]
 
 
-def test_representation_refuses_an_unfinished_run(tmp_path):
-    (tmp_path / "mae-seed0" / "pretrain").mkdir(parents=True)
-    done = run("representation.py", "--smoke", "--output-dir", str(tmp_path), "--methods", "mae")
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--epochs", "0"], "--epochs must be at least 1"),
+        (["--smoke", "--curve-points", "0"], "--curve-points must be at least 1"),
+        (["--methods", "byol"], "argument --methods: invalid choice: 'byol'"),
+    ],
+)
+def test_representation_refuses_impossible_settings(argv, message, capsys):
+    parse_args = import_benchmark("representation").parse_args
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_representation_smoke_defaults_and_explicit_epochs():
+    parse_args = import_benchmark("representation").parse_args
+    smoke = parse_args(["--smoke"])
+    assert (smoke.epochs, smoke.curve_points, smoke.device) == (1, 1, "cpu")
+    longer = parse_args(["--smoke", "--epochs", "2", "--curve-points", "2"])
+    assert (longer.epochs, longer.curve_points) == (2, 2)
+    assert (parse_args([]).epochs, parse_args([]).curve_points) == (100, 4)
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_representation_refuses_a_wrong_data_path_before_pretraining(tmp_path, split):
+    data = tmp_path / "cifar"
+    (data / split / "cat").mkdir(parents=True)  # one split, and no images in it
+    out = tmp_path / "out"
+    done = run("representation.py", "--smoke", "--data", str(data), "--output-dir", str(out))
     assert done.returncode == 2
-    assert done.stderr.strip() == (
-        f"representation benchmark: error: {tmp_path / 'mae-seed0'} holds an unfinished run; "
-        "delete it to run MAE again"
+    message = done.stderr.splitlines()[-1]
+    if split == "test":  # the train split is missing first
+        assert (
+            message == f"representation.py: error: split 'train' not found in {data} (it has test)"
+        )
+    else:
+        assert message.startswith("representation.py: error: found no images in")
+    missing = run("representation.py", "--smoke", "--data", str(tmp_path / "none"),
+                  "--output-dir", str(out))  # fmt: skip
+    assert missing.stderr.splitlines()[-1] == (
+        f"representation.py: error: data path {tmp_path / 'none'} does not exist"
     )
+    assert not out.exists() and done.stdout == missing.stdout == ""  # nothing was run
+
+
+@pytest.mark.slow
+def test_representation_resumes_a_pretraining_cut_short(tmp_path):
+    """Killed (parent and child) after epoch 1 of 2; the same command finishes the run."""
+    out = tmp_path / "rep"
+    argv = ["--smoke", "--methods", "mae", "--epochs", "2", "--curve-points", "2",
+            "--train-images", "512", "--output-dir", str(out)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, str(BENCHMARKS / "representation.py"), *argv]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
+    pretrain_dir = out / "mae-seed0" / "pretrain"
+    deadline = time.monotonic() + 300
+    while not (pretrain_dir / "checkpoint.pth").exists():
+        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGSTOP)  # freeze both while we look, then kill -9
+    cut = load_training_state(pretrain_dir / "checkpoint.pth")
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert (cut["epoch"], cut["step_in_epoch"]) == (1, 0) and cut["train_seconds"] > 0
+
+    done = run("representation.py", *argv)
+    assert done.returncode == 0, done.stderr
+    assert f"MAE, seed 0: resuming the pretraining in {out / 'mae-seed0'}" in done.stdout
+    assert "resumed" in done.stdout  # the child said where it picked up
+    final = load_training_state(pretrain_dir / "checkpoint.pth")
+    assert final["epoch"] == 2 and final["train_seconds"] > cut["train_seconds"]
+    (result,) = json.loads((out / "representation.json").read_text())["results"]
+    assert result["pretrain_seconds"] == round(final["train_seconds"], 1)  # across the cut
+    first, second = result["curve"]
+    assert (first["epoch"], second["epoch"]) == (1, 2)
+    assert 0 < first["seconds"] <= cut["train_seconds"] < second["seconds"]
+    assert second["seconds"] <= result["pretrain_seconds"]

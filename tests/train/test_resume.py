@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
+import re
 import signal
 import time
+import types
 from pathlib import Path
 
 import pytest
 import torch
 
+import crossmae.train.pretrain as pretrain_module
 from crossmae.cli import main
 from crossmae.train.checkpointing import load_training_state
 
@@ -119,3 +123,48 @@ def test_tar_shards_resume_mid_epoch_exactly(tiny, tmp_path):
     assert (state["epoch"], state["step_in_epoch"]) == (1, 4)  # 9 steps per epoch
     assert main(["pretrain", "--output-dir", str(cut), "--resume", "auto"]) == 0
     assert_same_weights(weights(cut), weights(tmp_path / "whole"))
+
+
+def test_run_time_counts_the_processes_before_a_resume(
+    tiny, image_folder, tmp_path, capsys, monkeypatch
+):
+    """The checkpoint carries the run's wall time; the summary adds the resumed part to it."""
+    ticks = itertools.count(0.0, 60.0)  # each reading of the clock is a minute after the last
+    monkeypatch.setattr(
+        pretrain_module, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks))
+    )
+    run_dir = tmp_path / "run"
+    args = [*tiny, "--data", str(image_folder), "--batch-size", "8", "--warmup-epochs", "0",
+            "--log-every", "4", "--output-dir", str(run_dir)]  # fmt: skip
+    assert main(["pretrain", *args, "--epochs", "1"]) == 0
+    first = load_training_state(run_dir / "checkpoint.pth")["train_seconds"]
+    capsys.readouterr()
+    assert main(["pretrain", *args, "--epochs", "2", "--resume", "auto"]) == 0
+    total = load_training_state(run_dir / "checkpoint.pth")["train_seconds"]
+    done = re.search(r"done in (\d+)m00s \((\d+)m00s since the resume\)", capsys.readouterr().out)
+    assert done, "no 'done in' line with the time since the resume"
+    whole, resumed = (60 * int(minutes) for minutes in done.groups())
+    assert first >= 60 and total > first + 60  # the second epoch read the clock again
+    assert whole > total > resumed  # the summary comes after the last save
+    assert whole - resumed == first  # what ran before the resume, counted once
+
+
+def test_a_run_killed_between_its_two_epoch_end_saves_keeps_every_copy(
+    tiny, image_folder, tmp_path
+):
+    """Epoch ends write the kept copy, then the latest; without the latest (a kill between
+    the two), `--resume auto` takes the kept copy, and no kept epoch goes missing."""
+    run_dir = tmp_path / "run"
+    args = [*tiny, "--data", str(image_folder), "--batch-size", "8", "--warmup-epochs", "0",
+            "--keep-every-epochs", "1", "--output-dir", str(run_dir)]  # fmt: skip
+    assert main(["pretrain", *args, "--epochs", "2"]) == 0
+    whole = weights(run_dir)
+    kept = [run_dir / "checkpoint-epoch0001.pth", run_dir / "checkpoint-epoch0002.pth"]
+    assert kept[1].stat().st_mtime_ns <= (run_dir / "checkpoint.pth").stat().st_mtime_ns
+
+    (run_dir / "checkpoint.pth").unlink()  # as if killed after epoch 2's kept copy
+    kept[1].unlink()  # ... or after epoch 1's: the newest file left is its kept copy
+    assert main(["pretrain", *args, "--epochs", "2", "--resume", "auto"]) == 0
+    assert all(path.is_file() for path in kept)
+    assert load_training_state(kept[1])["epoch"] == 2
+    assert_same_weights(weights(run_dir), whole)

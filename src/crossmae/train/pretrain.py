@@ -116,6 +116,8 @@ class Pretrainer:
         state: dict[str, Any] | None = None,
         resumed_from: Path | None = None,
     ) -> None:
+        self.started = time.perf_counter()  # setup (data loading, model) counts as run time
+        self.seconds_before = 0.0  # wall time of the processes this run resumed from
         self.cfg, self.dist, self.device = cfg, dist, dist.device
         self.output_dir = Path(cfg.output_dir or ".")
         self.model_cfg: AutoencoderConfig = cfg.model_config()
@@ -222,6 +224,7 @@ class Pretrainer:
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.global_step = state["global_step"]
         self.nonfinite_steps = int(state.get("nonfinite_steps", 0))
+        self.seconds_before = float(state.get("train_seconds", 0.0))
         ckpt.restore_rng(state["rng"], {"masking": self.masking})
 
     def _planned_steps(self) -> int:
@@ -231,14 +234,13 @@ class Pretrainer:
 
     def run(self) -> int:
         self._announce()
-        started = time.perf_counter()
         with GracefulStop() as stop:
             try:
                 code = self._train(stop)
             finally:
                 self.logger.close()
         if code == 0 and self.dist.is_main:
-            self._summary(time.perf_counter() - started)
+            self._summary()
         return code
 
     def _train(self, stop: GracefulStop) -> int:
@@ -288,6 +290,10 @@ class Pretrainer:
                               self.dist.world_size, self.model_cfg.num_patches)  # fmt: skip
         return self.model(images, noise=noise).loss
 
+    def _seconds(self) -> float:
+        """Wall time of the whole run so far, across resumes."""
+        return self.seconds_before + time.perf_counter() - self.started
+
     def _lr(self) -> float:
         warmup = self.cfg.warmup_epochs * self.steps_per_epoch
         return lr_at(self.global_step, base_lr=self.base_lr, warmup_steps=warmup,
@@ -333,6 +339,7 @@ class Pretrainer:
             "grad_norm": grad_norm,
             "images_per_s": self.meter_steps * self.effective_batch / max(seconds, 1e-9),
             "nonfinite_steps": self.nonfinite_steps + int(bad[0]),
+            "seconds": round(self._seconds(), 3),  # the run's wall time, across resumes
         }
         if self.device.type == "cuda":
             record["gpu_mem_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
@@ -362,9 +369,11 @@ class Pretrainer:
             report = self.data.report()
             if report:
                 self.logger.message(f"data: {report}")
-        self._save(ckpt.LATEST)
+        # The kept copy first: a run killed between the two resumes from the newest file,
+        # which is then the kept copy, so a resumed run never lacks one.
         if cfg.keep_every_epochs and self.epoch % cfg.keep_every_epochs == 0:
             self._save(ckpt.epoch_checkpoint_name(self.epoch))
+        self._save(ckpt.LATEST)
         self._figures(final)
 
     def _figures(self, final: bool) -> None:
@@ -434,6 +443,7 @@ class Pretrainer:
                 config=self.cfg.to_dict(), scaler_state=scaler.state_dict() if scaler else None,
                 generators={"masking": self.masking}, model_state=model_state,
                 effective_batch=self.effective_batch, nonfinite_steps=self.nonfinite_steps,
+                train_seconds=self._seconds(),
             )  # fmt: skip
         return path
 
@@ -489,7 +499,7 @@ class Pretrainer:
         for line in lines:
             self.logger.message(line)
 
-    def _summary(self, seconds: float) -> None:
+    def _summary(self) -> None:
         records = [r for r in read_log(self.logger.path) if "loss" in r]
         first = records[0]["loss"] if records else math.nan
         last = records[-1]["loss"] if records else math.nan
@@ -502,9 +512,13 @@ class Pretrainer:
             ("reconstructions", out / RECON_PNG),
             ("config", out / CONFIG_YAML),
         ]
+        here = time.perf_counter() - self.started
+        took = _duration(self.seconds_before + here)
+        if self.resumed_from:
+            took += f" ({_duration(here)} since the resume)"
         lines = [
             "",
-            f"done in {_duration(seconds)}: {self.global_step} steps, epoch "
+            f"done in {took}: {self.global_step} steps, epoch "
             f"{self.epoch + self.step_in_epoch / self.steps_per_epoch:.3g}/{self.cfg.epochs}, "
             f"{np.median(speed) if speed else 0:.0f} images/s",
             f"loss    {first:.4f} (first log) -> {last:.4f} (last log)",
