@@ -20,11 +20,11 @@ from crossmae.train.checkpointing import load_training_state
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 METHODS = ["MAE", "CrossMAE γ=0.25", "CrossMAE γ=0.75"]
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # the benchmarks as child processes
 
 
 def run(script: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, str(BENCHMARKS / script), *args], env=env,
+    return subprocess.run([sys.executable, str(BENCHMARKS / script), *args], env=ONE_THREAD,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
 
 
@@ -249,9 +249,10 @@ def test_representation_resumes_a_pretraining_cut_short(tmp_path):
     out = tmp_path / "rep"
     argv = ["--smoke", "--methods", "mae", "--epochs", "2", "--curve-points", "2",
             "--train-images", "512", "--output-dir", str(out)]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, str(BENCHMARKS / "representation.py"), *argv]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        command, env=ONE_THREAD, stdout=subprocess.DEVNULL, start_new_session=True
+    )
     pretrain_dir = out / "mae-seed0" / "pretrain"
     deadline = time.monotonic() + 300
     while not (pretrain_dir / "checkpoint.pth").exists():

@@ -512,10 +512,10 @@ class Pretrainer:
             ("reconstructions", out / RECON_PNG),
             ("config", out / CONFIG_YAML),
         ]
-        here = time.perf_counter() - self.started
-        took = _duration(self.seconds_before + here)
+        seconds = self._seconds()
+        took = _duration(seconds)
         if self.resumed_from:
-            took += f" ({_duration(here)} since the resume)"
+            took += f" ({_duration(seconds - self.seconds_before)} since the resume)"
         lines = [
             "",
             f"done in {took}: {self.global_step} steps, epoch "
