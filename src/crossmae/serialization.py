@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import pickle
 import re
+import shutil
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import nn
@@ -16,6 +19,7 @@ from crossmae.errors import CrossMAEError
 
 # The only non-tensor object the authors' checkpoints hold (their `args`).
 SAFE_GLOBALS = [argparse.Namespace]
+COPY_CHUNK_BYTES = 16 * 2**20
 
 
 def safe_torch_load(path: str | Path) -> Any:
@@ -70,21 +74,45 @@ def load_state_dict_strict(
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """Write to a temporary file, fsync, then rename: a crash never leaves a torn file."""
-    import os
+    _atomic_write(path, lambda f: torch.save(obj, f))
 
+
+def atomic_copy(source: str | Path, path: str | Path) -> None:
+    """Give `source` a second name as atomically as `atomic_torch_save` writes: a hard link
+    where the file system has them (nothing is written again; every writer here replaces
+    files by rename, never in place, so the two names cannot drift), a byte copy elsewhere."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:  # no hard links here (some network and FUSE mounts)
+        with open(source, "rb") as src:
+            _atomic_write(path, lambda f: shutil.copyfileobj(src, f, COPY_CHUNK_BYTES))
+        return
+    os.replace(tmp, path)
+    _fsync_directory(path.parent)
+
+
+def _atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename durable: a crash right after it cannot bring back the old name."""
+    dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:

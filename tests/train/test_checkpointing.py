@@ -1,6 +1,9 @@
 """Training checkpoints: complete, atomic, loadable with weights_only, RNG states restored."""
 
+import errno
+import os
 import random
+import shutil
 
 import numpy as np
 import pytest
@@ -72,3 +75,57 @@ def test_latest_checkpoint_is_the_newest(tmp_path):
     assert ckpt.latest_checkpoint(tmp_path).name == ckpt.LATEST
     (tmp_path / ".checkpoint.pth.tmp").write_bytes(b"torn")  # a save killed half-way
     assert ckpt.latest_checkpoint(tmp_path).name == ckpt.LATEST
+
+
+def _kept_and_latest(directory):
+    """A latest checkpoint after epoch 1 and a kept copy after epoch 2, not yet the latest."""
+    model, optimizer = _trained_pair()
+    kept, latest = directory / ckpt.epoch_checkpoint_name(2), directory / ckpt.LATEST
+    for path, epoch in ((latest, 1), (kept, 2)):
+        ckpt.save_training_state(path, model, optimizer.state_dict(), epoch=epoch,
+                                 step_in_epoch=0, global_step=epoch, config={})  # fmt: skip
+    return kept, latest
+
+
+def test_the_latest_becomes_a_hard_link_to_the_kept_copy(tmp_path):
+    kept, latest = _kept_and_latest(tmp_path)
+    ckpt.copy_training_state(kept, latest)
+    assert latest.stat().st_ino == kept.stat().st_ino  # nothing was written a second time
+    assert ckpt.latest_checkpoint(tmp_path) == latest  # the same time: the latest wins
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([kept.name, latest.name])
+
+    model, optimizer = _trained_pair()  # the next save replaces the name, not the file
+    ckpt.save_training_state(latest, model, optimizer.state_dict(), epoch=3, step_in_epoch=0,
+                             global_step=3, config={})  # fmt: skip
+    assert ckpt.load_training_state(kept)["epoch"] == 2
+
+
+def test_without_hard_links_the_kept_copy_is_copied(tmp_path, monkeypatch):
+    kept, latest = _kept_and_latest(tmp_path)
+    monkeypatch.setattr(os, "link", _no_links)
+    ckpt.copy_training_state(kept, latest)
+    assert latest.stat().st_ino != kept.stat().st_ino
+    assert latest.read_bytes() == kept.read_bytes()
+
+
+def test_a_copy_that_fills_the_disk_leaves_the_old_latest(tmp_path, monkeypatch):
+    kept, latest = _kept_and_latest(tmp_path)
+
+    def copy_until_the_disk_fills(source, target, length=0) -> None:
+        target.write(source.read(1000))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "link", _no_links)
+    monkeypatch.setattr(shutil, "copyfileobj", copy_until_the_disk_fills)
+    with pytest.raises(CrossMAEError) as caught:
+        ckpt.copy_training_state(kept, latest)
+    assert str(caught.value) == (
+        f"could not write checkpoint {latest}: No space left on device; "
+        f"the previous checkpoint {kept} is intact"
+    )
+    assert ckpt.load_training_state(latest)["epoch"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([kept.name, latest.name])
+
+
+def _no_links(source, target) -> None:
+    raise OSError(errno.EPERM, "hard links are not supported here")

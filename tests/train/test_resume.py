@@ -161,6 +161,7 @@ def test_a_run_killed_between_its_two_epoch_end_saves_keeps_every_copy(
     whole = weights(run_dir)
     kept = [run_dir / "checkpoint-epoch0001.pth", run_dir / "checkpoint-epoch0002.pth"]
     assert kept[1].stat().st_mtime_ns <= (run_dir / "checkpoint.pth").stat().st_mtime_ns
+    assert (run_dir / "checkpoint.pth").stat().st_ino == kept[1].stat().st_ino  # not re-saved
 
     (run_dir / "checkpoint.pth").unlink()  # as if killed after epoch 2's kept copy
     kept[1].unlink()  # ... or after epoch 1's: the newest file left is its kept copy

@@ -21,7 +21,7 @@ import torch
 from crossmae.errors import CrossMAEError
 from crossmae.models.autoencoder import MaskedAutoencoder
 from crossmae.models.checkpoint import model_checkpoint
-from crossmae.serialization import atomic_torch_save, safe_torch_load
+from crossmae.serialization import atomic_copy, atomic_torch_save, safe_torch_load
 
 LATEST = "checkpoint.pth"
 CHECKPOINT_GLOB = "checkpoint*.pth"
@@ -109,6 +109,15 @@ def save_training_state(
         raise CrossMAEError(_unwritten(Path(path), err)) from None
 
 
+def copy_training_state(source: str | Path, path: str | Path) -> None:
+    """Make `path` (the latest) hold the kept copy `source` without serializing the state a
+    second time, as atomically and with the same errors as a save."""
+    try:
+        atomic_copy(source, path)
+    except OSError as err:
+        raise CrossMAEError(_unwritten(Path(path), err)) from None
+
+
 def _unwritten(path: Path, err: OSError) -> str:
     """Why the run stops, and what is still there to resume from."""
     kept = latest_checkpoint(path.parent)
@@ -118,9 +127,10 @@ def _unwritten(path: Path, err: OSError) -> str:
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The most recently written checkpoint in `output_dir`, or None."""
+    """The most recently written checkpoint in `output_dir` (the latest, when a kept copy
+    shares its time as a hard link), or None."""
     found = [p for p in Path(output_dir).glob(CHECKPOINT_GLOB) if p.is_file()]
-    return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
+    return max(found, key=lambda p: (p.stat().st_mtime_ns, p.name == LATEST)) if found else None
 
 
 def load_training_state(path: str | Path) -> dict[str, Any]:

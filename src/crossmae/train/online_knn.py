@@ -7,8 +7,9 @@ encoder has no final norm; the kNN compares cosine similarities, so no norm is n
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
+from crossmae.data.subset import random_subset
 from crossmae.errors import CrossMAEError
 from crossmae.models.autoencoder import MaskedAutoencoder
 
@@ -33,16 +34,11 @@ class OnlineKNN:
                 "kNN monitoring needs labeled data (class folders, or shards with .cls labels)"
             )
         self.k = k
-        generator = torch.Generator().manual_seed(seed)
-        self.splits = [self._subset(ds, max_images, generator) for ds in (train, evaluate)]
+        self.splits = [
+            random_subset(dataset, max_images, seed + i, f"kNN monitor's {name}")
+            for i, (dataset, name) in enumerate(((train, "train"), (evaluate, "eval")))
+        ]
         self.loader_options = {"batch_size": batch_size, "num_workers": num_workers}
-
-    @staticmethod
-    def _subset(dataset: Dataset, max_images: int, generator: torch.Generator) -> Dataset:
-        size = len(dataset)  # type: ignore[arg-type]
-        if size <= max_images:
-            return dataset
-        return Subset(dataset, torch.randperm(size, generator=generator)[:max_images].tolist())
 
     @torch.no_grad()
     def features(
@@ -56,7 +52,7 @@ class OnlineKNN:
         return torch.cat(feats), torch.cat(labels)
 
     def accuracy(self, model: MaskedAutoencoder, device: torch.device) -> float:
-        """Top-1 accuracy (0-1) of a weighted 20-NN vote on the eval split."""
+        """Top-1 accuracy in percent of a weighted k-NN vote on the eval split."""
         from crossmae.eval.knn import knn_accuracy
 
         was_training = model.training
@@ -67,5 +63,5 @@ class OnlineKNN:
         finally:
             model.train(was_training)
         keep = train_y >= 0
-        return float(knn_accuracy(train_x[keep], train_y[keep], eval_x, eval_y,
-                                  self.num_classes, k=self.k))  # fmt: skip
+        return knn_accuracy(train_x[keep], train_y[keep], eval_x, eval_y,
+                            self.num_classes, k=self.k)  # fmt: skip

@@ -370,10 +370,14 @@ class Pretrainer:
             if report:
                 self.logger.message(f"data: {report}")
         # The kept copy first: a run killed between the two resumes from the newest file,
-        # which is then the kept copy, so a resumed run never lacks one.
+        # which is then the kept copy, so a resumed run never lacks one. The latest is a
+        # link to (or copy of) it: no second gather, transfer and serialization of the state.
         if cfg.keep_every_epochs and self.epoch % cfg.keep_every_epochs == 0:
-            self._save(ckpt.epoch_checkpoint_name(self.epoch))
-        self._save(ckpt.LATEST)
+            kept = self._save(ckpt.epoch_checkpoint_name(self.epoch))
+            if self.dist.is_main:
+                ckpt.copy_training_state(kept, self.output_dir / ckpt.LATEST)
+        else:
+            self._save(ckpt.LATEST)
         self._figures(final)
 
     def _figures(self, final: bool) -> None:

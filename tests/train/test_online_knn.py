@@ -1,0 +1,40 @@
+"""The kNN monitor: a fixed, capped subset of each split, drawn by the run's seed."""
+
+import torch
+from torch.utils.data import Dataset
+
+from crossmae.train.online_knn import OnlineKNN
+
+
+class Numbered(Dataset):
+    """Image i is a constant image of value i, labelled i % 2."""
+
+    num_classes = 2
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return torch.full((3, 8, 8), float(i)), i % 2
+
+
+def drawn(knn: OnlineKNN) -> list[list[int]]:
+    return [[int(split[i][0][0, 0, 0]) for i in range(len(split))] for split in knn.splits]
+
+
+def test_each_split_is_capped_and_fixed_by_the_seed():
+    train, evaluate = Numbered(50), Numbered(50)
+    first = drawn(OnlineKNN(train, evaluate, max_images=20, seed=1))
+    assert [len(ids) for ids in first] == [20, 20]
+    assert all(len(set(ids)) == 20 for ids in first)
+    assert first[0] != first[1]  # the two splits draw differently
+    assert drawn(OnlineKNN(train, evaluate, max_images=20, seed=1)) == first
+    assert drawn(OnlineKNN(train, evaluate, max_images=20, seed=2)) != first
+
+
+def test_a_small_split_is_used_whole():
+    knn = OnlineKNN(Numbered(50), Numbered(12), max_images=20)
+    assert drawn(knn)[1] == list(range(12))
