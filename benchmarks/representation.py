@@ -66,6 +66,7 @@ class Method:
     label: str
     recipe: str  # pretraining recipe in configs/
     pretrains: bool = True  # False: the recipe's encoder at random init, the baseline
+    scale_lr_by_ratio: bool = True  # False: MAE's learning rate, not the paper's γ/p times it
 
 
 METHODS = {
@@ -74,6 +75,12 @@ METHODS = {
         Method("mae", "MAE", "cifar10_mae_vit_tiny.yaml"),
         Method("crossmae-0.25", "CrossMAE γ=0.25", "cifar10_crossmae_vit_tiny_gamma025.yaml"),
         Method("crossmae-0.75", "CrossMAE γ=0.75", "cifar10_crossmae_vit_tiny_gamma075.yaml"),
+        Method(
+            "crossmae-0.25-mae-lr",
+            "CrossMAE γ=0.25, MAE's lr",
+            "cifar10_crossmae_vit_tiny_gamma025.yaml",
+            scale_lr_by_ratio=False,
+        ),
         Method("random-init", "random init", "cifar10_mae_vit_tiny.yaml", pretrains=False),
     )
 }
@@ -105,6 +112,7 @@ def pretrain_method(method: Method, args: argparse.Namespace, seed: int, out: Pa
         "tensorboard": False, "log_every": args.log_every, "device": args.device,
         "compile": args.compile, "seed": seed, "num_workers": args.num_workers,
         "output_dir": str(out / "pretrain"), "resume": "auto",
+        "scale_lr_by_ratio": method.scale_lr_by_ratio,
     }  # fmt: skip
     if args.batch_size:
         settings["batch_size"] = args.batch_size

@@ -14,8 +14,10 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
+from crossmae.errors import CrossMAEError
 from crossmae.train.checkpointing import load_training_state
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -219,6 +221,21 @@ def test_representation_smoke_defaults_and_explicit_epochs():
     longer = parse_args(["--smoke", "--epochs", "2", "--curve-points", "2"])
     assert (longer.epochs, longer.curve_points) == (2, 2)
     assert (parse_args([]).epochs, parse_args([]).curve_points) == (100, 4)
+
+
+def test_crossmae_at_maes_learning_rate_differs_only_in_the_scaling(tmp_path, monkeypatch):
+    rep = import_benchmark("representation")
+    args = rep.parse_args(["--smoke", "--output-dir", str(tmp_path)])
+    monkeypatch.setattr(subprocess, "run", lambda command: subprocess.CompletedProcess(command, 1))
+    settings = {}
+    for key in ("crossmae-0.25", "crossmae-0.25-mae-lr"):
+        with pytest.raises(CrossMAEError, match=r"pretraining CrossMAE γ=0\.25"):
+            rep.pretrain_method(rep.METHODS[key], args, 0, tmp_path / key)
+        settings[key] = yaml.safe_load((tmp_path / key / "pretrain.yaml").read_text())
+        del settings[key]["output_dir"]
+    paper, mae_lr = settings["crossmae-0.25"], settings["crossmae-0.25-mae-lr"]
+    assert paper.pop("scale_lr_by_ratio") is True and mae_lr.pop("scale_lr_by_ratio") is False
+    assert paper == mae_lr
 
 
 @pytest.mark.parametrize("split", ["train", "test"])

@@ -182,3 +182,19 @@ def test_train_images_trains_on_a_fixed_subset(tiny, image_folder, tmp_path, cap
 
 def test_train_images_must_be_positive(quiet, capsys):
     assert "--train-images must be at least 1" in _error(capsys, *quiet, "--train-images", "0")
+
+
+def test_crossmae_learning_rate_is_scaled_by_gamma_over_p_unless_switched_off(
+    tiny, image_folder, tmp_path, capsys
+):
+    args = [*tiny, "--data", str(image_folder), "--epochs", "1", "--warmup-epochs", "0",
+            "--batch-size", "8", "--blr", "1e-3", "--log-every", "1",
+            "--mask-ratio", "0.75", "--prediction-ratio", "0.25"]  # fmt: skip
+    first_lr = {}
+    for name, flags in (("scaled", []), ("unscaled", ["--no-scale-lr-by-ratio"])):
+        code, _, err = pretrain(capsys, *args, *flags, "--output-dir", str(tmp_path / name))
+        assert code == 0, err
+        first_record = (tmp_path / name / "log.jsonl").read_text().splitlines()[0]
+        first_lr[name] = json.loads(first_record)["lr"]
+    assert first_lr["unscaled"] == pytest.approx(1e-3 * 8 / 256)  # blr × batch / 256
+    assert first_lr["scaled"] == pytest.approx(first_lr["unscaled"] * 0.25 / 0.75)
