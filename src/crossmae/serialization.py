@@ -77,7 +77,7 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     _atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def atomic_copy(source: str | Path, path: str | Path) -> None:
+def atomic_link_or_copy(source: str | Path, path: str | Path) -> None:
     """Give `source` a second name as atomically as `atomic_torch_save` writes: a hard link
     where the file system has them (nothing is written again; every writer here replaces
     files by rename, never in place, so the two names cannot drift), a byte copy elsewhere."""

@@ -21,7 +21,7 @@ import torch
 from crossmae.errors import CrossMAEError
 from crossmae.models.autoencoder import MaskedAutoencoder
 from crossmae.models.checkpoint import model_checkpoint
-from crossmae.serialization import atomic_copy, atomic_torch_save, safe_torch_load
+from crossmae.serialization import atomic_link_or_copy, atomic_torch_save, safe_torch_load
 
 LATEST = "checkpoint.pth"
 CHECKPOINT_GLOB = "checkpoint*.pth"
@@ -113,7 +113,7 @@ def copy_training_state(source: str | Path, path: str | Path) -> None:
     """Make `path` (the latest) hold the kept copy `source` without serializing the state a
     second time, as atomically and with the same errors as a save."""
     try:
-        atomic_copy(source, path)
+        atomic_link_or_copy(source, path)
     except OSError as err:
         raise CrossMAEError(_unwritten(Path(path), err)) from None
 
