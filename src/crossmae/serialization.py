@@ -8,7 +8,8 @@ import pickle
 import re
 import shutil
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -74,40 +75,43 @@ def load_state_dict_strict(
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """Write to a temporary file, fsync, then rename: a crash never leaves a torn file."""
-    _atomic_write(path, lambda f: torch.save(obj, f))
+    with _replaced_atomically(Path(path)) as tmp:
+        _write_durably(tmp, lambda f: torch.save(obj, f))
 
 
 def atomic_link_or_copy(source: str | Path, path: str | Path) -> None:
     """Give `source` a second name as atomically as `atomic_torch_save` writes: a hard link
     where the file system has them (nothing is written again; every writer here replaces
     files by rename, never in place, so the two names cannot drift), a byte copy elsewhere."""
-    path = Path(path)
+    with _replaced_atomically(Path(path)) as tmp:
+        try:
+            os.link(source, tmp)
+        except OSError:  # no hard links here (some network and FUSE mounts)
+            with open(source, "rb") as src:
+                _write_durably(tmp, lambda f: shutil.copyfileobj(src, f, COPY_CHUNK_BYTES))
+
+
+@contextmanager
+def _replaced_atomically(path: Path) -> Iterator[Path]:
+    """Yield a temporary name beside `path` to fill; then rename it over `path` and make the
+    rename durable, or remove it if anything failed, so no half-made file is ever left."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.unlink(missing_ok=True)
     try:
-        os.link(source, tmp)
-    except OSError:  # no hard links here (some network and FUSE mounts)
-        with open(source, "rb") as src:
-            _atomic_write(path, lambda f: shutil.copyfileobj(src, f, COPY_CHUNK_BYTES))
-        return
-    os.replace(tmp, path)
-    _fsync_directory(path.parent)
-
-
-def _atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_directory(path.parent)
+
+
+def _write_durably(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    with open(path, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _fsync_directory(directory: Path) -> None:

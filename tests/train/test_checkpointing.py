@@ -127,5 +127,18 @@ def test_a_copy_that_fills_the_disk_leaves_the_old_latest(tmp_path, monkeypatch)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([kept.name, latest.name])
 
 
+def test_a_link_that_cannot_be_renamed_is_removed(tmp_path, monkeypatch):
+    kept, latest = _kept_and_latest(tmp_path)
+
+    def refuse(source, target) -> None:
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(CrossMAEError):
+        ckpt.copy_training_state(kept, latest)
+    assert ckpt.load_training_state(latest)["epoch"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([kept.name, latest.name])
+
+
 def _no_links(source, target) -> None:
     raise OSError(errno.EPERM, "hard links are not supported here")
