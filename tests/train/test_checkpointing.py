@@ -140,5 +140,15 @@ def test_a_link_that_cannot_be_renamed_is_removed(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([kept.name, latest.name])
 
 
+def test_a_temporary_link_left_by_a_crash_does_not_truncate_the_kept_copy(tmp_path):
+    kept, latest = _kept_and_latest(tmp_path)
+    os.link(kept, tmp_path / f".{latest.name}.tmp")  # killed between link and rename
+    model, optimizer = _trained_pair()
+    ckpt.save_training_state(latest, model, optimizer.state_dict(), epoch=3, step_in_epoch=0,
+                             global_step=3, config={})  # fmt: skip
+    assert ckpt.load_training_state(kept)["epoch"] == 2
+    assert ckpt.load_training_state(latest)["epoch"] == 3
+
+
 def _no_links(source, target) -> None:
     raise OSError(errno.EPERM, "hard links are not supported here")
