@@ -79,6 +79,12 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
         _write_durably(tmp, lambda f: torch.save(obj, f))
 
 
+def atomic_write_text(text: str, path: str | Path) -> None:
+    """`atomic_torch_save` for text (result JSON): a reader never sees half a file."""
+    with _replaced_atomically(Path(path)) as tmp:
+        _write_durably(tmp, lambda f: f.write(text.encode()))
+
+
 def atomic_link_or_copy(source: str | Path, path: str | Path) -> None:
     """Give `source` a second name as atomically as `atomic_torch_save` writes: a hard link
     where the file system has them (nothing is written again; every writer here replaces

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from crossmae.serialization import atomic_write_text
 
 
 def _cell(value: Any) -> str:
@@ -25,10 +26,7 @@ def result_table(title: str, results: dict[str, Any]) -> str:
 
 
 def write_results(path: str | Path, results: dict[str, Any]) -> Path:
-    """Write JSON through a temporary file and a rename, so a reader never sees half a file."""
+    """Write JSON atomically, so a reader never sees half a file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(json.dumps(results, indent=2) + "\n", path)
     return path
