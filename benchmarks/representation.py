@@ -67,6 +67,7 @@ class Method:
     recipe: str  # pretraining recipe in configs/
     pretrains: bool = True  # False: the recipe's encoder at random init, the baseline
     scale_lr_by_ratio: bool = True  # False: MAE's learning rate, not the paper's γ/p times it
+    blr_factor: float = 1.0  # times the recipe's blr: the learning-rate sweep's points
 
 
 METHODS = {
@@ -81,6 +82,14 @@ METHODS = {
             "cifar10_crossmae_vit_tiny_gamma025.yaml",
             scale_lr_by_ratio=False,
         ),
+        Method(
+            "crossmae-0.25-2x-mae-lr",
+            "CrossMAE γ=0.25, 2× MAE's lr",
+            "cifar10_crossmae_vit_tiny_gamma025.yaml",
+            scale_lr_by_ratio=False,
+            blr_factor=2.0,
+        ),
+        Method("mae-2x-lr", "MAE, 2× lr", "cifar10_mae_vit_tiny.yaml", blr_factor=2.0),
         Method("random-init", "random init", "cifar10_mae_vit_tiny.yaml", pretrains=False),
     )
 }
@@ -113,6 +122,7 @@ def pretrain_method(method: Method, args: argparse.Namespace, seed: int, out: Pa
         "compile": args.compile, "seed": seed, "num_workers": args.num_workers,
         "output_dir": str(out / "pretrain"), "resume": "auto",
         "scale_lr_by_ratio": method.scale_lr_by_ratio,
+        "blr": recipe["blr"] * method.blr_factor,
     }  # fmt: skip
     if args.batch_size:
         settings["batch_size"] = args.batch_size

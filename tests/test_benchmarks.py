@@ -223,19 +223,31 @@ def test_representation_smoke_defaults_and_explicit_epochs():
     assert (parse_args([]).epochs, parse_args([]).curve_points) == (100, 4)
 
 
-def test_crossmae_at_maes_learning_rate_differs_only_in_the_scaling(tmp_path, monkeypatch):
-    rep = import_benchmark("representation")
+def written_pretrain_settings(rep, key: str, tmp_path) -> dict:
+    """The recipe the benchmark hands `crossmae pretrain` for a method (the run itself fails)."""
     args = rep.parse_args(["--smoke", "--output-dir", str(tmp_path)])
+    with pytest.raises(CrossMAEError, match="pretraining"):
+        rep.pretrain_method(rep.METHODS[key], args, 0, tmp_path / key)
+    settings = yaml.safe_load((tmp_path / key / "pretrain.yaml").read_text())
+    del settings["output_dir"]
+    return settings
+
+
+def test_the_learning_rate_variants_differ_from_their_method_only_in_the_rate(
+    tmp_path, monkeypatch
+):
+    rep = import_benchmark("representation")
     monkeypatch.setattr(subprocess, "run", lambda command: subprocess.CompletedProcess(command, 1))
-    settings = {}
-    for key in ("crossmae-0.25", "crossmae-0.25-mae-lr"):
-        with pytest.raises(CrossMAEError, match=r"pretraining CrossMAE γ=0\.25"):
-            rep.pretrain_method(rep.METHODS[key], args, 0, tmp_path / key)
-        settings[key] = yaml.safe_load((tmp_path / key / "pretrain.yaml").read_text())
-        del settings[key]["output_dir"]
-    paper, mae_lr = settings["crossmae-0.25"], settings["crossmae-0.25-mae-lr"]
-    assert paper.pop("scale_lr_by_ratio") is True and mae_lr.pop("scale_lr_by_ratio") is False
-    assert paper == mae_lr
+    paper, mae_lr, twice = (
+        written_pretrain_settings(rep, key, tmp_path)
+        for key in ("crossmae-0.25", "crossmae-0.25-mae-lr", "crossmae-0.25-2x-mae-lr")
+    )
+    assert [s.pop("scale_lr_by_ratio") for s in (paper, mae_lr, twice)] == [True, False, False]
+    blr = paper.pop("blr")
+    assert (mae_lr.pop("blr"), twice.pop("blr")) == (blr, 2 * blr)
+    assert paper == mae_lr == twice
+    mae, mae_twice = (written_pretrain_settings(rep, k, tmp_path) for k in ("mae", "mae-2x-lr"))
+    assert mae_twice.pop("blr") == 2 * mae.pop("blr") and mae == mae_twice
 
 
 @pytest.mark.parametrize("split", ["train", "test"])
