@@ -43,6 +43,7 @@ from crossmae.errors import CrossMAEError
 from crossmae.eval.finetune import finetune
 from crossmae.eval.knn_eval import knn_eval
 from crossmae.eval.linprobe import linprobe
+from crossmae.eval.results import write_results
 from crossmae.eval.settings import FinetuneSettings, KnnSettings, LinprobeSettings
 from crossmae.models.autoencoder import MaskedAutoencoder
 from crossmae.models.checkpoint import save_model
@@ -203,7 +204,7 @@ def run_method(method: Method, args: argparse.Namespace, seed: int) -> dict[str,
         result |= json.loads((out / PRETRAINED).read_text())
     else:
         pretrained = pretrain_method(method, args, seed, out)
-        (out / PRETRAINED).write_text(json.dumps(pretrained, indent=2))
+        write_results(out / PRETRAINED, pretrained)
         result |= pretrained
     curve = []
     kept = result.pop("kept_epochs")
@@ -217,7 +218,7 @@ def run_method(method: Method, args: argparse.Namespace, seed: int) -> dict[str,
         if last:
             result |= scores
     result["curve"] = curve
-    (out / RESULT).write_text(json.dumps(result, indent=2))
+    write_results(out / RESULT, result)
     return result
 
 
@@ -370,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     results = collect(output_dir)
     report = {**environment(args, argv), "epochs": args.epochs, "results": results}
-    (output_dir / "representation.json").write_text(json.dumps(report, indent=2))
+    write_results(output_dir / "representation.json", report)
     curve = curve_markdown(results)
     table = f"{markdown(results)}\n\nAccuracy against pretraining time:\n\n{curve}"
     if means := seed_mean_markdown(results):

@@ -22,7 +22,6 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,6 +29,7 @@ from torch.utils.data import Dataset
 
 from crossmae.data import open_image_dataset, pretrain_transform
 from crossmae.errors import CrossMAEError
+from crossmae.eval.results import write_results
 from crossmae.models.registry import get_config
 from crossmae.profiling import count_flops, measure_step
 
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def save(rows: list[dict[str, Any]]) -> None:
         result["models"] = rows
         if args.json:
-            Path(args.json).write_text(json.dumps(result, indent=2))
+            write_results(args.json, result)
 
     rows = model_rows(args, save)
     print(markdown(rows))
