@@ -90,6 +90,13 @@ METHODS = {
             scale_lr_by_ratio=False,
             blr_factor=2.0,
         ),
+        Method(
+            "crossmae-0.25-4x-mae-lr",
+            "CrossMAE γ=0.25, 4× MAE's lr",
+            "cifar10_crossmae_vit_tiny_gamma025.yaml",
+            scale_lr_by_ratio=False,
+            blr_factor=4.0,
+        ),
         Method("mae-2x-lr", "MAE, 2× lr", "cifar10_mae_vit_tiny.yaml", blr_factor=2.0),
         Method("random-init", "random init", "cifar10_mae_vit_tiny.yaml", pretrains=False),
     )

@@ -239,14 +239,15 @@ def test_the_learning_rate_variants_differ_from_their_method_only_in_the_rate(
 ):
     rep = import_benchmark("representation")
     monkeypatch.setattr(subprocess, "run", lambda command: subprocess.CompletedProcess(command, 1))
-    paper, mae_lr, twice = (
-        written_pretrain_settings(rep, key, tmp_path)
-        for key in ("crossmae-0.25", "crossmae-0.25-mae-lr", "crossmae-0.25-2x-mae-lr")
+    keys = ("crossmae-0.25", "crossmae-0.25-mae-lr", "crossmae-0.25-2x-mae-lr")
+    paper, mae_lr, twice, four = (
+        written_pretrain_settings(rep, key, tmp_path) for key in (*keys, "crossmae-0.25-4x-mae-lr")
     )
-    assert [s.pop("scale_lr_by_ratio") for s in (paper, mae_lr, twice)] == [True, False, False]
+    variants = (paper, mae_lr, twice, four)
+    assert [s.pop("scale_lr_by_ratio") for s in variants] == [True, False, False, False]
     blr = paper.pop("blr")
-    assert (mae_lr.pop("blr"), twice.pop("blr")) == (blr, 2 * blr)
-    assert paper == mae_lr == twice
+    assert [s.pop("blr") for s in (mae_lr, twice, four)] == [blr, 2 * blr, 4 * blr]
+    assert paper == mae_lr == twice == four
     mae, mae_twice = (written_pretrain_settings(rep, k, tmp_path) for k in ("mae", "mae-2x-lr"))
     assert mae_twice.pop("blr") == 2 * mae.pop("blr") and mae == mae_twice
 
