@@ -48,6 +48,7 @@ from crossmae.eval.settings import FinetuneSettings, KnnSettings, LinprobeSettin
 from crossmae.models.autoencoder import MaskedAutoencoder
 from crossmae.models.checkpoint import save_model
 from crossmae.profiling import count_flops
+from crossmae.serialization import atomic_write_text
 from crossmae.train.checkpointing import LATEST, epoch_checkpoint_name, load_training_state
 from crossmae.train.config import PretrainConfig
 from crossmae.train.logging import read_log
@@ -145,7 +146,7 @@ def pretrain_method(method: Method, args: argparse.Namespace, seed: int, out: Pa
         return {"pretrain_seconds": 0.0, "kept_epochs": [{"epoch": 0, "seconds": 0.0}]}
     if (out / "pretrain").exists():
         print(f"{method.label}, seed {seed}: resuming the pretraining in {out}", flush=True)
-    (out / "pretrain.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
+    atomic_write_text(yaml.safe_dump(settings, sort_keys=False), out / "pretrain.yaml")
     command = [sys.executable, "-m", "crossmae", "pretrain", "--config", str(out / "pretrain.yaml")]
     if subprocess.run(command).returncode != 0:
         raise CrossMAEError(f"pretraining {method.label} failed: {' '.join(command)}")
@@ -383,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     table = f"{markdown(results)}\n\nAccuracy against pretraining time:\n\n{curve}"
     if means := seed_mean_markdown(results):
         table += f"\n\nMean ± standard deviation over seeds:\n\n{means}"
-    (output_dir / "representation.md").write_text(table + "\n")
+    atomic_write_text(table + "\n", output_dir / "representation.md")
     title = f"CIFAR-10, {args.epochs} pretraining epochs: accuracy against pretraining time"
     save_png(curve_figure(results, title), output_dir / FIGURE)
     print(table)
