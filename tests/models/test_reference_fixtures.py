@@ -32,7 +32,10 @@ def test_matches_reference(case: str):
     out.loss.backward()
 
     assert torch.equal(out.mask, io["mask"].to(out.mask.dtype)), "mask differs"
-    torch.testing.assert_close(out.pred, io["pred"], rtol=1e-5, atol=1e-6)
+    # The fixture is the authors' float32 output: our model run in float64 lies up to 1.24e-6
+    # from it, so an atol below that floor passed or failed by the CPU's kernels (1e-6 failed
+    # mae_npl by 1.3e-6 on an AVX-512 machine). 2e-6 sits just above it.
+    torch.testing.assert_close(out.pred, io["pred"], rtol=1e-5, atol=2e-6)
     torch.testing.assert_close(out.loss, io["loss"], rtol=1e-5, atol=1e-6)
 
     grads = convert_official_state_dict(io["grads"])
