@@ -239,11 +239,14 @@ def test_the_learning_rate_variants_differ_from_their_method_only_in_the_rate(
 ):
     rep = import_benchmark("representation")
     monkeypatch.setattr(subprocess, "run", lambda command: subprocess.CompletedProcess(command, 1))
-    keys = ("crossmae-0.25", "crossmae-0.25-mae-lr", "crossmae-0.25-2x-mae-lr")
-    paper, mae_lr, twice, four = (
-        written_pretrain_settings(rep, key, tmp_path) for key in (*keys, "crossmae-0.25-4x-mae-lr")
+    keys = (
+        "crossmae-0.25",
+        "crossmae-0.25-mae-lr",
+        "crossmae-0.25-2x-mae-lr",
+        "crossmae-0.25-4x-mae-lr",
     )
-    variants = (paper, mae_lr, twice, four)
+    variants = [written_pretrain_settings(rep, key, tmp_path) for key in keys]
+    paper, mae_lr, twice, four = variants
     assert [s.pop("scale_lr_by_ratio") for s in variants] == [True, False, False, False]
     blr = paper.pop("blr")
     assert [s.pop("blr") for s in (mae_lr, twice, four)] == [blr, 2 * blr, 4 * blr]
