@@ -192,6 +192,8 @@ def evaluate(
     result = {"knn_top1": knn["top1"], "linprobe_top1": probe["top1"]}
     if full:
         recipe = read_yaml(CONFIGS / "finetune_cifar10.yaml")
+        if args.finetune_batch_size:
+            recipe["batch_size"] = args.finetune_batch_size
         tuned = finetune(build_dataclass(FinetuneSettings, recipe, common, {
             "epochs": args.finetune_epochs, "warmup_epochs": args.finetune_epochs / 20,
             "tensorboard": False, "log_every": args.log_every,
@@ -333,6 +335,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--curve-points", type=int, help="checkpoints evaluated (4; smoke: 1)")
     parser.add_argument("--probe-epochs", type=int, default=90)
     parser.add_argument("--finetune-epochs", type=int, default=15)
+    parser.add_argument("--finetune-batch-size", type=int,
+                        help="fine-tune batch (default: the recipe's 256, 20 steps an epoch "
+                        "on 5,000 images)")  # fmt: skip
     parser.add_argument("--train-images", type=int, help="a fixed random subset (CPU runs)")
     parser.add_argument("--eval-images", type=int, help="a fixed random subset of test/")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -354,8 +359,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.curve_points = 1 if args.smoke else 4
     if args.compile is None:
         args.compile = torch.device(args.device).type == "cuda"
-    for name in ("epochs", "curve_points", "probe_epochs", "finetune_epochs", "log_every"):
-        if getattr(args, name) < 1:
+    for name in ("epochs", "curve_points", "probe_epochs", "finetune_epochs",
+                 "finetune_batch_size", "log_every"):  # fmt: skip
+        if (value := getattr(args, name)) is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.data:  # a wrong path fails now, not after a method's pretraining
         try:

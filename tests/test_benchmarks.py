@@ -136,6 +136,7 @@ def test_representation_smoke_mode_then_rerun_keeps_results(tmp_path):
         assert (r["finetune_top1"], r["linprobe_top1"], r["knn_top1"]) == (
             tuned["top1"], probe["top1"], knn["top1"])  # fmt: skip
         assert tuned["train_images"] == 256 and knn["eval_images"] == 128
+        assert tuned["effective_batch"] == 256  # the fine-tune recipe's
         point = {"epoch": 1, "seconds": r["curve"][0]["seconds"], "knn_top1": knn["top1"],
                  "linprobe_top1": probe["top1"]}  # fmt: skip
         assert r["curve"] == [point]
@@ -154,11 +155,13 @@ def test_representation_smoke_mode_then_rerun_keeps_results(tmp_path):
     assert "MAE, seed 0: already in" in again.stdout
     assert json.loads((out / "representation.json").read_text())["results"] == results
 
-    # An evaluation cut short (no result yet) evaluates again on the same pretraining.
+    # An evaluation cut short (no result yet) evaluates again on the same pretraining, here
+    # with a smaller fine-tune batch.
     mae_dir = out / "mae-seed0"
     checkpoint_written = (mae_dir / "pretrain" / "checkpoint.pth").stat().st_mtime_ns
     (mae_dir / "result.json").unlink()
-    resumed = run("representation.py", "--smoke", "--output-dir", str(out), "--methods", "mae")
+    resumed = run("representation.py", "--smoke", "--output-dir", str(out), "--methods", "mae",
+                  "--finetune-batch-size", "64")  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
     assert f"MAE, seed 0: pretrained in {mae_dir}, evaluating" in resumed.stdout
     assert (mae_dir / "pretrain" / "checkpoint.pth").stat().st_mtime_ns == checkpoint_written
@@ -166,6 +169,8 @@ def test_representation_smoke_mode_then_rerun_keeps_results(tmp_path):
     for key in ("pretrain_seconds", "images_per_s", "peak_memory_gib"):
         assert redone[key] == results[0][key]
     assert [p["epoch"] for p in redone["curve"]] == [1]
+    retuned = json.loads((mae_dir / "epoch1" / "finetune" / "results.json").read_text())
+    assert retuned["effective_batch"] == 64
 
 
 def test_seed_means_appear_only_with_several_seeds():
@@ -205,6 +210,7 @@ def test_curve_figure_draws_each_run_against_pretraining_minutes():
     [
         (["--epochs", "0"], "--epochs must be at least 1"),
         (["--smoke", "--curve-points", "0"], "--curve-points must be at least 1"),
+        (["--finetune-batch-size", "0"], "--finetune-batch-size must be at least 1"),
         (["--methods", "byol"], "argument --methods: invalid choice: 'byol'"),
     ],
 )
