@@ -1,10 +1,12 @@
 """Model variants beyond the fixtures: no-fusion, fusion options, channels, shapes, compile."""
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from crossmae import create_model
+from crossmae import CrossMAEError, create_model
 from crossmae.models.patchify import normalize_patches
 
 TINY = {"depth": 3, "decoder_depth": 2}
@@ -94,6 +96,41 @@ def test_noise_makes_it_deterministic_and_decode_all_overrides_gamma():
     # decoding is per query: the common patches get the same prediction either way
     rows = torch.isin(full.ids_pred[0], a.ids_pred[0])
     torch.testing.assert_close(full.pred[0, rows], a.pred[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["crossmae_vit_tiny_patch4_32", "mae_vit_tiny_patch4_32"])
+@pytest.mark.parametrize("shape", [(1, 64), (2, 40), (2, 80), (64,)])
+def test_noise_of_another_shape_is_refused_in_one_sentence(name, shape):
+    """A smaller noise would make gather quietly mask part of the batch or of the grid."""
+    model = create_model(name, **TINY)
+    expected = f"noise must have shape (2, 64) (batch, patches), got {tuple(shape)}"
+    with pytest.raises(CrossMAEError, match=re.escape(expected)):
+        model(_imgs(), noise=torch.rand(shape))
+
+
+@pytest.mark.parametrize(
+    ("name", "ratios", "message"),
+    [
+        ("crossmae_vit_tiny_patch4_32", {"mask_ratio": 0.0}, "decode no patch out of 64"),
+        ("mae_vit_tiny_patch4_32", {"mask_ratio": 0.0}, "decode no patch out of 64"),
+        ("crossmae_vit_tiny_patch4_32", {"prediction_ratio": 0.0}, "decode no patch out of 64"),
+        ("mae_vit_tiny_patch4_32", {"mask_ratio": 1.0}, r"mask ratio must be in \[0, 1\)"),
+        ("crossmae_vit_tiny_patch4_32", {"prediction_ratio": 0.9}, "prediction ratio must be"),
+    ],
+)
+def test_a_call_with_ratios_that_score_nothing_is_refused_not_nan(name, ratios, message):
+    model = create_model(name, **TINY)
+    with pytest.raises(CrossMAEError, match=message):
+        model(_imgs(), **ratios)
+    assert model.forward_features(_imgs()).shape == (2, 65, 192)  # what mask ratio 0 is for
+
+
+def test_fusion_over_no_layer_is_refused_and_over_the_input_alone_runs():
+    with pytest.raises(CrossMAEError, match="fusion over no layer"):
+        create_model("crossmae_vit_tiny_patch4_32", fusion_layers=[], fusion_input=False, **TINY)
+    model = create_model("crossmae_vit_tiny_patch4_32", fusion_layers=[], **TINY)
+    assert model.decoder.fusion.weight.shape == (2, 1)
+    model(_imgs()).loss.backward()
 
 
 def test_mae_loss_averages_over_masked_patches_float64():

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from crossmae.errors import CrossMAEError
 from crossmae.models.config import AutoencoderConfig
 from crossmae.models.decoders import CrossDecoder, MAEDecoder
 from crossmae.models.encoder import EncoderOutput, ViTEncoder
@@ -97,15 +98,14 @@ class MaskedAutoencoder(nn.Module):
         prediction_ratio: float | None = None,
     ) -> Masking:
         """Draw (or, given `noise` (B, L), compute) the masking for one batch."""
+        p, gamma = self.config.ratios(mask_ratio, prediction_ratio)
+        shape = (batch_size, self.config.num_patches)
         if noise is None:
-            noise = torch.rand(batch_size, self.config.num_patches, device=device)
-        p = self.config.mask_ratio if mask_ratio is None else mask_ratio
-        if not self.is_cross:
-            gamma = p
-        elif prediction_ratio is not None:
-            gamma = prediction_ratio
-        else:
-            gamma = min(self.config.prediction_ratio, p)
+            noise = torch.rand(shape, device=device)
+        elif tuple(noise.shape) != shape:  # gather would quietly use part of the batch
+            raise CrossMAEError(
+                f"noise must have shape {shape} (batch, patches), got {tuple(noise.shape)}"
+            )
         return random_masking(noise, p, gamma)
 
     def encode(self, imgs: torch.Tensor, masking: Masking) -> EncoderOutput:

@@ -104,17 +104,37 @@ class AutoencoderConfig:
             raise CrossMAEError(
                 f"fusion layers {self.fusion_layers} are outside the {self.depth} encoder blocks"
             )
-        gamma = self.prediction_ratio if self.decoder == "cross" else self.mask_ratio
+        if self.uses_fusion and not self.fusion_blocks and not self.fusion_input:
+            raise CrossMAEError(
+                "fusion over no layer: give fusion_layers an encoder block or set fusion_input"
+            )
+        self.ratios()
+        return self
+
+    def ratios(
+        self, mask_ratio: float | None = None, prediction_ratio: float | None = None
+    ) -> tuple[float, float]:
+        """(p, γ) for one forward pass: the config's unless overridden. MAE decodes every
+        masked patch (γ = p); overriding CrossMAE's p alone caps its γ at the new p. Refused
+        in one sentence when they leave no patch visible or none to decode and score."""
+        p = self.mask_ratio if mask_ratio is None else mask_ratio
+        if self.decoder != "cross":
+            gamma = p
+        elif prediction_ratio is not None:
+            gamma = prediction_ratio
+        else:
+            gamma = min(self.prediction_ratio, p)
         try:
-            counts = mask_counts(self.num_patches, self.mask_ratio, gamma)
+            counts = mask_counts(self.num_patches, p, gamma)
         except ValueError as err:
             raise CrossMAEError(str(err)) from None
         if counts.decoded < 1:
             raise CrossMAEError(
-                f"mask ratio {self.mask_ratio} and prediction ratio {gamma} decode no patch "
-                f"out of {self.num_patches}"
+                f"mask ratio {p} and prediction ratio {gamma} decode no patch out of "
+                f"{self.num_patches}, so there is nothing to score (forward_features gives "
+                "the tokens of the unmasked image)"
             )
-        return self
+        return p, gamma
 
     def replace(self, **changes: Any) -> AutoencoderConfig:
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
