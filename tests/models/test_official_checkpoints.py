@@ -63,6 +63,45 @@ def test_large_released_architectures_match_on_meta(key):
     assert out.pred.shape[0] == 2 and out.loss.device.type == "meta"
 
 
+def test_mae_baseline_with_a_deeper_decoder_keeps_its_depth():
+    """The authors' CrossMAE main_pretrain.py trains MAE baselines with --decoder_depth too;
+    the depth comes from args, or else from the weights (the released MAE files: 8)."""
+    shapes = SHAPES["mae/mae_vit_base_patch16"]
+    block7 = {k: v for k, v in shapes.items() if k.startswith("decoder_blocks.7.")}
+    deeper = shapes | {k.replace(".7.", f".{i}.", 1): v for i in range(8, 12)
+                       for k, v in block7.items()}  # fmt: skip
+    sd = _synthetic_state_dict(deeper, "meta")
+    with_depth = _args("mae/mae_vit_base_patch16")
+    with_depth.decoder_depth = 12
+    for args in (with_depth, _args("mae/mae_vit_base_patch16")):
+        config = config_from_official_args(args, sd)
+        assert config.decoder_depth == 12
+        with torch.device("meta"):
+            check_state_dict(MaskedAutoencoder(config), convert_official_state_dict(sd), "mae")
+    released = _synthetic_state_dict(shapes, "meta")
+    assert config_from_official_args(_args("mae/mae_vit_base_patch16"), released).decoder_depth == 8
+
+
+def test_linear_probe_checkpoint_folds_its_batchnorm_into_the_head(tmp_path):
+    """MAE's main_linprobe.py head, Sequential(BatchNorm1d(affine=False), Linear), is one
+    Linear in eval mode: the loaded timm classifier gives the probe's logits."""
+    import timm
+
+    reference = timm.create_model("vit_small_patch16_224", num_classes=7, global_pool="avg")
+    norm = torch.nn.BatchNorm1d(384, affine=False, eps=1e-6)
+    norm.running_mean.normal_()
+    norm.running_var.uniform_(0.2, 3.0)
+    torch.nn.init.normal_(reference.head.weight, std=0.1)
+    torch.nn.init.normal_(reference.head.bias)
+    reference.head = torch.nn.Sequential(norm, reference.head)
+    ckpt = {"model": reference.state_dict(), "args": argparse.Namespace(model="vit_small_patch16")}
+    torch.save(ckpt, tmp_path / "linprobe.pth")
+    model = load_official_checkpoint(tmp_path / "linprobe.pth").eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference.eval()(x), rtol=1e-4, atol=1e-5)
+
+
 def test_encoder_only_finetuned_checkpoint_gives_timm_classifier(tmp_path):
     import timm
 

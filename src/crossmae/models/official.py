@@ -79,6 +79,14 @@ def _size_from_name(model_name: str) -> str:
     )
 
 
+def _decoder_depth_of(state_dict: dict[str, torch.Tensor]) -> int | None:
+    """How many decoder blocks the weights hold (None: none, e.g. an encoder-only file)."""
+    prefix = "decoder_blocks."
+    ids = {k.removeprefix("module.")[len(prefix) :].split(".")[0] for k in state_dict
+           if k.removeprefix("module.").startswith(prefix)}  # fmt: skip
+    return len(ids) or None
+
+
 def config_from_official_args(args: Any, state_dict: dict[str, torch.Tensor]) -> AutoencoderConfig:
     """Rebuild the architecture and objective from the authors' `args`."""
     a = _args_dict(args)
@@ -97,8 +105,11 @@ def config_from_official_args(args: Any, state_dict: dict[str, torch.Tensor]) ->
         dec_dim, dec_heads = (256, 8) if size == "small" and cross else (512, 16)
         fields = {
             "patch_size": patch, "embed_dim": dim, "depth": depth, "num_heads": heads,
-            "decoder_dim": dec_dim, "decoder_heads": dec_heads, "decoder_depth": 8,
+            "decoder_dim": dec_dim, "decoder_heads": dec_heads,
+            "decoder_depth": _decoder_depth_of(state_dict) or 8,
         }  # fmt: skip
+    # The authors' CrossMAE main_pretrain.py passes args.decoder_depth to MAE models too.
+    fields["decoder_depth"] = int(a.get("decoder_depth", fields["decoder_depth"]))
     if "input_size" in a:
         fields["img_size"] = int(a["input_size"])
     weight = state_dict.get("patch_embed.proj.weight")
@@ -109,7 +120,6 @@ def config_from_official_args(args: Any, state_dict: dict[str, torch.Tensor]) ->
     if cross:
         fields |= {
             "decoder": "cross",
-            "decoder_depth": int(a.get("decoder_depth", fields["decoder_depth"])),
             "prediction_ratio": float(a.get("kept_mask_ratio", mask_ratio)),
             "fusion": bool(a.get("weight_fm", False)),
             "fusion_layers": list(a.get("use_fm", [-1])),
@@ -137,6 +147,7 @@ def _encoder_only_model(args: dict[str, Any], state_dict: dict[str, torch.Tensor
     heads = VIT_SIZES[size][3] if size else max(1, dim // 64)
     num_tokens = int(state_dict["pos_embed"].shape[1]) - 1
     img_size = int(args.get("input_size", round(num_tokens**0.5) * patch))
+    state_dict = _fold_probe_head(state_dict)
     head = state_dict.get("head.weight")
     model = VisionTransformer(
         img_size=img_size, patch_size=patch, in_chans=in_chans, embed_dim=dim, depth=depth,
@@ -145,6 +156,19 @@ def _encoder_only_model(args: dict[str, Any], state_dict: dict[str, torch.Tensor
     )  # fmt: skip
     load_state_dict_strict(model, state_dict, "the encoder checkpoint")
     return model
+
+
+def _fold_probe_head(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """MAE's main_linprobe.py saves its head as Sequential(BatchNorm1d(affine=False,
+    eps=1e-6), Linear); in eval mode that is one Linear, which timm's ViT head is."""
+    if "head.1.weight" not in state_dict:
+        return state_dict
+    scale = (state_dict["head.0.running_var"].double() + 1e-6).rsqrt()
+    weight = state_dict["head.1.weight"].double() * scale
+    bias = state_dict["head.1.bias"].double() - weight @ state_dict["head.0.running_mean"].double()
+    dtype = state_dict["head.1.weight"].dtype
+    out = {k: v for k, v in state_dict.items() if not k.startswith(("head.0.", "head.1."))}
+    return out | {"head.weight": weight.to(dtype), "head.bias": bias.to(dtype)}
 
 
 def load_official_checkpoint(path: str | Path) -> nn.Module:
