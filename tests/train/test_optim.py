@@ -12,19 +12,36 @@ def _names(model, group):
     return {n for n, p in model.named_parameters() if id(p) in ids}
 
 
-def test_no_decay_on_tokens_biases_norms():
-    model = crossmae.create_model("crossmae_vit_tiny_patch4_32", depth=2, decoder_depth=2)
-    groups = param_groups(model, weight_decay=0.05)
+def _decayed_and_plain(model, groups):
     decayed = set().union(*(_names(model, g) for g in groups if g["weight_decay"] > 0))
     plain = set().union(*(_names(model, g) for g in groups if g["weight_decay"] == 0))
     assert decayed | plain == {n for n, _ in model.named_parameters()}
     assert not decayed & plain
-    for name in ("encoder.cls_token", "decoder.mask_token", "encoder.blocks.0.norm1.weight",
-                 "encoder.blocks.0.attn.qkv.bias", "decoder.pred.bias"):  # fmt: skip
+    return decayed, plain
+
+
+def test_pretraining_decays_matrices_and_tokens_not_biases_or_norms():
+    """The authors' param_groups_weight_decay(model, wd): only 1-D parameters and biases go
+    undecayed, so the cls and mask tokens, (1, 1, D), are decayed."""
+    model = crossmae.create_model("crossmae_vit_tiny_patch4_32", depth=2, decoder_depth=2)
+    decayed, plain = _decayed_and_plain(model, param_groups(model, weight_decay=0.05))
+    for name in ("encoder.blocks.0.norm1.weight", "encoder.blocks.0.attn.qkv.bias",
+                 "decoder.pred.bias", "decoder.fusion.norms.0.weight"):  # fmt: skip
         assert name in plain
-    for name in ("encoder.blocks.0.attn.qkv.weight", "decoder.pred.weight",
-                 "encoder.patch_embed.proj.weight", "decoder.fusion.weight"):  # fmt: skip
+    for name in ("encoder.blocks.0.attn.qkv.weight", "decoder.pred.weight", "encoder.cls_token",
+                 "decoder.mask_token", "encoder.patch_embed.proj.weight",
+                 "decoder.fusion.weight"):  # fmt: skip
         assert name in decayed
+
+
+def test_fine_tuning_exempts_what_timm_names_as_its_vit_s_no_weight_decay():
+    import timm
+
+    vit = timm.create_model("vit_tiny_patch16_224", num_classes=3, depth=2)
+    groups = param_groups(vit, 0.05, no_decay=vit.no_weight_decay())
+    decayed, plain = _decayed_and_plain(vit, groups)
+    assert {"cls_token", "pos_embed", "blocks.0.norm1.weight", "head.bias"} <= plain
+    assert {"patch_embed.proj.weight", "blocks.1.mlp.fc1.weight", "head.weight"} <= decayed
 
 
 def test_lr_scale_groups_and_frozen_parameters():

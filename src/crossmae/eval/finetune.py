@@ -78,7 +78,8 @@ def _finetune(s: FinetuneSettings, ctx: RunContext) -> dict[str, Any]:
     train, test = protocol_batches(splits, s, ctx.dist)
     lr = s.lr if s.lr is not None else scaled_lr(s.blr, global_batch)
     scales = layer_decay_scales(backbone.arch.depth, s.layer_decay)
-    optimizer = build_adamw(param_groups(vit, s.weight_decay, scales), lr, (0.9, 0.999), ctx.device)
+    groups = param_groups(vit, s.weight_decay, scales, no_decay=vit.no_weight_decay())
+    optimizer = build_adamw(groups, lr, (0.9, 0.999), ctx.device)
     mixup = None
     if s.mixup > 0 or s.cutmix > 0:
         mixup = Mixup(mixup_alpha=s.mixup, cutmix_alpha=s.cutmix, label_smoothing=s.smoothing,

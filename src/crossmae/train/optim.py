@@ -2,29 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
-# Parameters that are embeddings rather than weights: never decayed, whatever their shape.
-NO_DECAY_NAMES = ("cls_token", "mask_token", "dist_token", "reg_token", "pos_embed")
 
-
-def decays(name: str, param: torch.Tensor) -> bool:
-    """Weight decay applies to matrices and kernels, not to norms, biases, tokens or positions."""
-    leaf = name.rsplit(".", 1)[-1]
-    return param.ndim > 1 and leaf != "bias" and leaf not in NO_DECAY_NAMES
+def decays(name: str, param: torch.Tensor, no_decay: Collection[str] = ()) -> bool:
+    """timm's rule, which the authors' code uses: matrices and kernels are decayed; 1-D
+    parameters (norms), biases and the names in `no_decay` are not."""
+    return param.ndim > 1 and not name.endswith(".bias") and name not in no_decay
 
 
 def param_groups(
     model: nn.Module,
     weight_decay: float,
     lr_scale: Callable[[str], float] | None = None,
+    no_decay: Collection[str] = (),
 ) -> list[dict[str, Any]]:
     """Optimizer groups of the trainable parameters, split by (decayed?, lr scale).
 
+    Pretraining exempts nothing beyond `decays`' rule, so its cls and mask tokens are decayed
+    (the authors' `param_groups_weight_decay(model, wd)`); fine-tuning passes timm's
+    `vit.no_weight_decay()` (position embedding, [CLS]), as MAE's `param_groups_lrd`.
     `lr_scale(name)` (e.g. layer-wise decay) is stored as `lr_scale` in each group; the
     training loop sets `group["lr"] = lr * group["lr_scale"]`.
     """
@@ -32,7 +33,7 @@ def param_groups(
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        decay = decays(name, param)
+        decay = decays(name, param, no_decay)
         scale = 1.0 if lr_scale is None else float(lr_scale(name))
         group = groups.setdefault(
             (decay, scale),
