@@ -15,6 +15,8 @@ import torch
 import crossmae.train.pretrain as pretrain_module
 from crossmae.cli import main
 from crossmae.train.checkpointing import load_training_state
+from crossmae.train.logging import read_log
+from crossmae.train.schedule import lr_at
 
 # 64 images in batches of 4: 16 steps per epoch, 2 epochs. Decoded by a worker process with
 # per-image seeded augmentation (the DataLoader path), so the resume covers the sampler.
@@ -169,3 +171,21 @@ def test_a_run_killed_between_its_two_epoch_end_saves_keeps_every_copy(
     assert all(path.is_file() for path in kept)
     assert load_training_state(kept[1])["epoch"] == 2
     assert_same_weights(weights(run_dir), whole)
+
+
+def test_resumed_with_twice_the_batch_the_run_stays_on_its_schedule(tiny, image_folder, tmp_path):
+    """Cut at an epoch boundary, resumed with twice the batch (half the steps per epoch):
+    the cosine goes on from the epochs done. Counted in steps it ran past its end, at lr 0."""
+    out = tmp_path / "run"
+    run = [*tiny, "--data", str(image_folder), "--epochs", "4", "--warmup-epochs", "1",
+           "--lr", "1e-3", "--log-every", "1", "--output-dir", str(out)]  # fmt: skip
+    assert main(["pretrain", *run, "--batch-size", "4", "--max-steps", "32"]) == 0  # 2 epochs
+    assert main(["pretrain", *run, "--batch-size", "8", "--resume", "auto"]) == 0
+    records = [r for r in read_log(out / "log.jsonl") if "lr" in r]
+    resumed = [r for r in records if r["epoch"] > 2]
+    assert len(resumed) == 16 and resumed[-1]["epoch"] == 4  # 8 steps an epoch
+    for r in resumed:  # a record's lr was set before its step, 1/8 epoch earlier
+        expected = lr_at(r["epoch"] - 1 / 8, base_lr=1e-3, warmup_steps=1, total_steps=4)
+        assert r["lr"] == pytest.approx(expected, rel=1e-9)
+    assert resumed[0]["lr"] > 4e-4  # half way down the cosine, not at its end
+    assert load_training_state(out / "checkpoint.pth")["global_step"] == 32 + 16

@@ -222,7 +222,9 @@ class Pretrainer:
         if self.stepper.scaler is not None and state.get("scaler"):
             self.stepper.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
-        self.global_step = state["global_step"]
+        self.global_step = state["global_step"]  # steps taken: the logs' x axis
+        left = (self.cfg.epochs - self.epoch) * self.steps_per_epoch - self.step_in_epoch
+        self.total_steps = self.global_step + left  # the steps per epoch may have changed
         self.nonfinite_steps = int(state.get("nonfinite_steps", 0))
         self.seconds_before = float(state.get("train_seconds", 0.0))
         ckpt.restore_rng(state["rng"], {"masking": self.masking})
@@ -295,9 +297,11 @@ class Pretrainer:
         return self.seconds_before + time.perf_counter() - self.started
 
     def _lr(self) -> float:
-        warmup = self.cfg.warmup_epochs * self.steps_per_epoch
-        return lr_at(self.global_step, base_lr=self.base_lr, warmup_steps=warmup,
-                     total_steps=self.total_steps, min_lr=self.cfg.min_lr)  # fmt: skip
+        """Per iteration, indexed in epochs as MAE's: a run resumed with another effective
+        batch or data set size stays on its schedule (a step count would not)."""
+        progress = self.epoch + self.step_in_epoch / self.steps_per_epoch
+        return lr_at(progress, base_lr=self.base_lr, warmup_steps=self.cfg.warmup_epochs,
+                     total_steps=self.cfg.epochs, min_lr=self.cfg.min_lr)  # fmt: skip
 
     def _reached_max_steps(self) -> bool:
         return self.cfg.max_steps is not None and self.global_step >= self.cfg.max_steps
