@@ -63,9 +63,27 @@ def test_recipe_is_valid_and_builds(path):
         ({"batch_size": 0}, "--batch-size must be at least 1"),
         ({"warmup_epochs": 5, "epochs": 2}, "--warmup-epochs must be between 0 and --epochs 2"),
         ({"betas": [0.9]}, "--betas must be two numbers"),
+        # Model overrides are typed and sized like every other setting.
+        ({"model_overrides": "depth=abc"}, "--model-overrides depth is not a valid N, got 'abc'"),
+        ({"model_overrides": {"depth": [2]}}, r"--model-overrides depth is not a valid N"),
+        ({"model_overrides": "fusion=maybe"}, "--model-overrides fusion must be true or false"),
+        ({"model_overrides": "img_size=[16,24,3]"}, "--model-overrides img_size is not a valid"),
+        ({"model_overrides": "decoder_depth=-1"}, "decoder_depth must be at least 1, got -1"),
+        ({"model_overrides": "patch_size=0"}, "patch_size must be at least 1, got 0"),
+        ({"model_overrides": "num_heads=0"}, "num_heads must be at least 1, got 0"),
+        ({"model_overrides": "mlp_ratio=0"}, "mlp_ratio must be positive, got 0.0"),
+        ({"model_overrides": "nonsense=1"}, "unknown model setting"),
     ],
 )
 def test_invalid_settings_name_the_problem(changes, message):
     cfg = build_dataclass(PretrainConfig, *with_demo(changes))
     with pytest.raises(CrossMAEError, match=message):
         cfg.validate()
+
+
+def test_model_overrides_from_flags_take_the_config_s_types():
+    cfg = build_dataclass(PretrainConfig, *with_demo({"model_overrides": [
+        "img_size=[16,24]", "fusion=false", "fusion_layers=[0,-1]", "mlp_ratio=2"]}))  # fmt: skip
+    model = cfg.validate().model_config()
+    assert model.img_size == (16, 24) and model.fusion is False
+    assert model.fusion_layers == [0, -1] and model.mlp_ratio == 2.0

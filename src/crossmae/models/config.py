@@ -74,15 +74,22 @@ class AutoencoderConfig:
 
     def validate(self) -> AutoencoderConfig:
         """Raise CrossMAEError naming the first impossible setting."""
+        sizes = ("patch_size", "in_chans", "embed_dim", "depth", "num_heads", "decoder_dim",
+                 "decoder_depth", "decoder_heads")  # fmt: skip
+        for name in sizes:
+            if getattr(self, name) < 1:
+                raise CrossMAEError(f"{name} must be at least 1, got {getattr(self, name)}")
         h, w = _pair(self.img_size)
+        if h < 1 or w < 1:
+            raise CrossMAEError(f"image size must be positive, got {h}x{w}")
+        if self.mlp_ratio <= 0:
+            raise CrossMAEError(f"mlp_ratio must be positive, got {self.mlp_ratio}")
         if self.decoder not in ("cross", "mae"):
             raise CrossMAEError(f"decoder must be 'cross' or 'mae', got {self.decoder!r}")
         if h % self.patch_size or w % self.patch_size:
             raise CrossMAEError(
                 f"image size {h}x{w} is not divisible by the patch size {self.patch_size}"
             )
-        if self.in_chans < 1:
-            raise CrossMAEError(f"in_chans must be at least 1, got {self.in_chans}")
         if not 0.0 < self.mask_ratio < 1.0:
             raise CrossMAEError(f"mask ratio must be between 0 and 1, got {self.mask_ratio}")
         if self.decoder == "cross" and not 0.0 < self.prediction_ratio <= self.mask_ratio:

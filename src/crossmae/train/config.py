@@ -10,11 +10,12 @@ key can also be given on the command line.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from crossmae.errors import CrossMAEError
-from crossmae.train.options import setting
+from crossmae.train.options import coerce, setting
 from crossmae.train.schedule import check_schedule
 
 if TYPE_CHECKING:
@@ -159,9 +160,16 @@ class PretrainConfig:
 
     def model_config(self) -> AutoencoderConfig:
         """The validated model config: the registered one with this run's overrides."""
+        from crossmae.models.config import AutoencoderConfig
         from crossmae.models.registry import get_config
 
-        overrides = dict(self.model_overrides)
+        hints = typing.get_type_hints(AutoencoderConfig)  # unknown names: get_config says so
+        overrides = {
+            key: coerce(key, value, hints[key], f"--model-overrides {key}")
+            if key in hints
+            else value
+            for key, value in self.model_overrides.items()
+        }
         for key in ("img_size", "mask_ratio", "prediction_ratio", "norm_pix_loss"):
             if getattr(self, key) is not None:
                 overrides[key] = getattr(self, key)

@@ -8,6 +8,7 @@ YAML files and flags accept the same spellings (`1e-4`, `true`, `none`, `0.9,0.9
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import types
 import typing
@@ -105,8 +106,10 @@ def _metavar(tp: Any) -> str:
         return "{" + ",".join(map(str, typing.get_args(base))) + "}"
     if typing.get_origin(base) is dict:
         return "KEY=VALUE"
-    if typing.get_origin(base) is list:
+    if typing.get_origin(base) in (list, tuple):
         return "A,B"
+    if typing.get_origin(base) in (Union, types.UnionType):
+        return " or ".join(_metavar(member) for member in typing.get_args(base))
     if base is bool:
         return "{true,false,auto}" if base is not tp else "{true,false}"
     return {int: "N", float: "X"}.get(base, "VALUE")
@@ -119,9 +122,10 @@ def _strip_optional(tp: Any) -> Any:
     return tp
 
 
-def coerce(name: str, value: Any, tp: Any) -> Any:
-    """`value` (from YAML or a flag) as type `tp`, or a CrossMAEError naming the setting."""
-    flag = f"--{name.replace('_', '-')}"
+def coerce(name: str, value: Any, tp: Any, flag: str | None = None) -> Any:
+    """`value` (from YAML or a flag) as type `tp`, or a CrossMAEError naming the setting
+    (`flag`, by default `--name`)."""
+    flag = flag or f"--{name.replace('_', '-')}"
     optional = typing.get_origin(tp) in (Union, types.UnionType) and type(None) in typing.get_args(
         tp
     )
@@ -153,15 +157,28 @@ def coerce(name: str, value: Any, tp: Any) -> Any:
             return float(value)
         if base is str:
             return str(value)
-        if origin is list:
+        if origin in (list, tuple):
             if isinstance(value, str):
-                value = [v for v in value.strip("[]").split(",") if v.strip()]
-            (item,) = typing.get_args(base)
-            return [coerce(name, v.strip() if isinstance(v, str) else v, item) for v in value]
+                value = [v for v in value.strip("[]()").split(",") if v.strip()]
+            if not isinstance(value, list | tuple):
+                raise ValueError(f"is not a valid {_metavar(base)}")
+            items = typing.get_args(base)
+            if origin is tuple and len(value) != len(items):
+                raise ValueError(f"must be {len(items)} values")
+            kinds = items if origin is tuple else items * len(value)
+            coerced = [coerce(name, v.strip() if isinstance(v, str) else v, kind, flag)
+                       for v, kind in zip(value, kinds, strict=True)]  # fmt: skip
+            return tuple(coerced) if origin is tuple else coerced
+        if origin in (Union, types.UnionType):  # e.g. int | tuple[int, int]: the first that fits
+            for member in typing.get_args(base):
+                with contextlib.suppress(CrossMAEError):
+                    return coerce(name, value, member, flag)
+            raise ValueError(f"is not a valid {_metavar(base)}")
         if origin is dict:
             return _to_dict(value)
     except (TypeError, ValueError) as err:
-        reason = str(err) if "must" in str(err) else f"is not a valid {_metavar(base)}"
+        plain = isinstance(err, ValueError) and "must" in str(err)  # ours, not int()'s
+        reason = str(err) if plain else f"is not a valid {_metavar(base)}"
         raise CrossMAEError(f"{flag} {reason}, got {value!r}") from None
     raise TypeError(f"setting {name} has an unsupported type {tp}")
 
