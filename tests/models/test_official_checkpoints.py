@@ -82,6 +82,20 @@ def test_mae_baseline_with_a_deeper_decoder_keeps_its_depth():
     assert config_from_official_args(_args("mae/mae_vit_base_patch16"), released).decoder_depth == 8
 
 
+def test_an_encoder_without_args_takes_its_head_count_from_its_width(tmp_path):
+    """MAE's released encoder files hold no args; ViT-H is 1280 wide with 16 heads (not
+    1280 / 64 = 20), and a wrong count would load without complaint."""
+    import timm
+
+    huge = timm.create_model("vit_huge_patch14_224", depth=1, num_classes=0, global_pool="token")
+    torch.save({"model": huge.state_dict()}, tmp_path / "mae_pretrain_vit_huge.pth")
+    model = load_official_checkpoint(tmp_path / "mae_pretrain_vit_huge.pth").eval()
+    assert model.blocks[0].attn.num_heads == 16
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), huge.eval()(x))
+
+
 def test_linear_probe_checkpoint_folds_its_batchnorm_into_the_head(tmp_path):
     """MAE's main_linprobe.py head, Sequential(BatchNorm1d(affine=False), Linear), is one
     Linear in eval mode: the loaded timm classifier gives the probe's logits."""

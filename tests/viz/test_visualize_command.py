@@ -184,3 +184,20 @@ def test_layout_sizes_are_what_the_panels_need(tmp_path):
     fig, axes = image_grid(layout)
     assert len(axes) == 2 and len(axes[0]) == 3
     assert _png_size(save_png(fig, tmp_path / "grid.png")) == layout.size
+
+
+@pytest.mark.parametrize("view", [["--fusion-weights"], ["--data", "DATA"]])
+def test_an_encoder_without_its_decoder_is_refused_in_one_sentence(
+    image_folder, tmp_path, capsys, view
+):
+    """MAE's released mae_pretrain_vit_*.pth, or a fine-tuned model, has no decoder to draw."""
+    import timm
+    import torch
+
+    vit = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=4, depth=1)
+    torch.save({"model": vit.state_dict()}, tmp_path / "encoder.pth")
+    view = [str(image_folder) if a == "DATA" else a for a in view]
+    assert _run(tmp_path / "encoder.pth", *view, "--output", tmp_path / "x.png") == 2
+    err = capsys.readouterr().err
+    assert "holds an encoder without its decoder; visualize needs a pretraining" in err
+    assert "Traceback" not in err and not (tmp_path / "x.png").exists()

@@ -77,12 +77,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from crossmae.models.autoencoder import MaskedAutoencoder
     from crossmae.models.checkpoint import load_model
     from crossmae.viz.figure import save_png
 
     if Path(args.output).suffix.lower() != ".png":
         raise CrossMAEError(f"--output must name a .png file, got {args.output}")
     model = load_model(args.checkpoint).eval()
+    if not isinstance(model, MaskedAutoencoder):
+        raise CrossMAEError(
+            f"{args.checkpoint} holds an encoder without its decoder; visualize needs a "
+            "pretraining checkpoint (ours, or the authors' with the decoder)"
+        )
     name = "/".join(Path(args.checkpoint).parts[-2:])  # run folder / file
     fig = fusion_heatmap(model, name) if args.fusion_weights else image_figure(model, name, args)
     print(f"wrote {save_png(fig, args.output)}")

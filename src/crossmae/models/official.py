@@ -144,7 +144,10 @@ def _encoder_only_model(args: dict[str, Any], state_dict: dict[str, torch.Tensor
     weight = state_dict["patch_embed.proj.weight"]
     dim, in_chans, patch = int(weight.shape[0]), int(weight.shape[1]), int(weight.shape[2])
     depth = len({k.split(".")[1] for k in state_dict if k.startswith("blocks.")})
-    heads = VIT_SIZES[size][3] if size else max(1, dim // 64)
+    # Without args.model the width names the size (ViT-H: 1280 wide, 16 heads, not 20); the
+    # weights' shapes do not depend on the head count, so a wrong guess would load silently.
+    heads_by_width = {width: heads for _, width, _, heads in VIT_SIZES.values()}
+    heads = VIT_SIZES[size][3] if size else heads_by_width.get(dim, max(1, dim // 64))
     num_tokens = int(state_dict["pos_embed"].shape[1]) - 1
     img_size = int(args.get("input_size", round(num_tokens**0.5) * patch))
     state_dict = _fold_probe_head(state_dict)
