@@ -139,3 +139,27 @@ def test_broken_shards_are_counted_and_the_rest_is_read(tmp_path, jpegs, rng):
     labels = [label for _, label in ds]
     assert labels[:4] == [0, 1, 2, 3] and 4 in labels and 8 not in labels
     assert ds.report() == f"skipped 3 of {len(labels) + 3} samples: 2 corrupt, 1 unreadable"
+
+
+@pytest.mark.parametrize("extra", [0, 100])  # at a member's header, and inside one
+def test_a_shard_cut_at_a_header_is_reported_not_silently_shorter(tmp_path, jpegs, extra):
+    """Stream mode reads a tar cut at a header as a clean end: the shard's missing end
+    marker is what tells that samples were lost."""
+    (path,) = write_shards(tmp_path, jpegs, shards=1, per_shard=6)
+    with tarfile.open(path) as tar:
+        cut = tar.getmembers()[9].offset + extra  # sample 3's .jpg header: 3 samples whole
+    path.write_bytes(path.read_bytes()[:cut])
+    ds = open_image_dataset(path)
+    labels = [label for _, label in ds]
+    assert labels == [0, 1, 2]
+    assert ds.report() == "skipped 1 of 4 samples: 1 truncated"
+
+
+def test_a_whole_shard_and_a_compressed_one_are_not_called_cut(tmp_path, jpegs):
+    (path,) = write_shards(tmp_path, jpegs, shards=1, per_shard=3)
+    with tarfile.open(tmp_path / "z.tar.gz", "w:gz") as packed:
+        packed.add(path, arcname="inner.tar")  # any gzip stream: its magic is what counts
+    assert not shards_module._cut_short(path)
+    assert not shards_module._cut_short(tmp_path / "z.tar.gz")
+    ds = open_image_dataset(path)
+    assert [label for _, label in ds] == [0, 1, 2] and ds.report() is None

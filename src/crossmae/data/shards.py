@@ -34,6 +34,7 @@ SHARD_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 _WANTED = (*SHARD_IMAGE_EXTENSIONS, "cls")
 # Count slots for readers that share shards (fewer shards than workers), one per worker.
 _WORKER_SLOTS = 256
+_COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")  # gz bz2 xz zstd
 
 Group = tuple[str, dict[str, Any]]
 
@@ -203,6 +204,9 @@ class ShardImages(IterableDataset):
         try:
             with open(path, "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tar:
                 yield from read_groups(tar)
+            if _cut_short(path):
+                yield ImageSkipped("truncated", f"shard {path} ends before its end-of-archive "
+                                   "marker, so the samples after the cut are lost")  # fmt: skip
         except (PermissionError, FileNotFoundError) as err:
             yield ImageSkipped("unreadable", f"shard {path}: {err.strerror}")
         except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
@@ -227,6 +231,20 @@ class ShardImages(IterableDataset):
 
     def __repr__(self) -> str:
         return f"ShardImages({self.description}: {len(self.shards)} shards)"
+
+
+def _cut_short(path: Path) -> bool:
+    """True for an uncompressed tar without the two zero blocks every tar writer ends with.
+    Cut at a member's header, it reads as a clean end in tarfile's stream mode, so the lost
+    samples would go unreported (cut compressed streams raise by themselves)."""
+    with open(path, "rb") as f:
+        if f.read(6).startswith(_COMPRESSED_MAGIC):
+            return False
+        size = f.seek(0, 2)
+        if size % tarfile.BLOCKSIZE or size < 2 * tarfile.BLOCKSIZE:
+            return True
+        f.seek(size - 2 * tarfile.BLOCKSIZE)
+        return any(f.read(2 * tarfile.BLOCKSIZE))
 
 
 def _reader_position() -> tuple[int, int, int]:
