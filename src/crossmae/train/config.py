@@ -90,7 +90,7 @@ class PretrainConfig:
     in_memory: bool | None = setting(
         None,
         "decode the images once and augment batches on the training device; auto: when the "
-        "data set is a folder that fits in 2 GiB at the model's resolution",
+        "data set is a folder of images at the model's size that fits in 2 GiB",
         DATA,
         shown="auto",
     )

@@ -67,14 +67,17 @@ def open_training_data(
         size = len(dataset)  # type: ignore[arg-type]
         in_memory = cfg.in_memory
         if in_memory is None:
-            in_memory = size * chans * height * width <= IN_MEMORY_BUDGET
+            in_memory = size * chans * height * width <= IN_MEMORY_BUDGET and _at_size(
+                dataset, height, width
+            )
         if in_memory:
+            fitted = "" if _at_size(dataset, height, width) else ", resized to cover and cropped"
             images = InMemoryImages.from_dataset(dataset, (height, width), chans, dist.device,
                                                  num_workers=workers)  # fmt: skip
             source = InMemorySource(images, rank=dist.rank, **common)
             size = _bytes(images.images.numel())
             description = (
-                f"{name}: {len(images):,} images kept in memory at {height}x{width} "
+                f"{name}: {len(images):,} images kept in memory at {height}x{width}{fitted} "
                 f"({size} on {images.device}), augmented there"
             )
         else:
@@ -83,6 +86,18 @@ def open_training_data(
             description = f"{name}: {size:,} images, {workers} loader workers per process"
     knn = _online_knn(cfg, model, min(workers, 4)) if cfg.knn_every_epochs else None
     return TrainingData(source, description, dataset, knn)
+
+
+def _at_size(dataset: Dataset, height: int, width: int, samples: int = 8) -> bool:
+    """Whether the images (a few, spread over the set) are already the model's size. Only
+    then does `in_memory: auto` keep them: stored smaller, RandomResizedCrop would never see
+    their borders and would upsample its crops from the reduced copy."""
+    count = len(dataset)  # type: ignore[arg-type]
+    for i in range(0, count, max(1, count // samples)):
+        image, _ = dataset[i]
+        if image.size != (width, height):
+            return False
+    return True
 
 
 def _bytes(count: int) -> str:

@@ -1,0 +1,41 @@
+"""Which batch source a run reads from: in memory only where that keeps the recipe's crops."""
+
+import pytest
+import torch
+
+from crossmae.train.batches import InMemorySource, LoaderSource
+from crossmae.train.config import PretrainConfig
+from crossmae.train.data import open_training_data
+from crossmae.train.distributed import DistInfo
+from crossmae.train.options import build_dataclass
+
+CPU = DistInfo(0, 1, 0, torch.device("cpu"), True)
+TINY = {"img_size": 16, "embed_dim": 32, "num_heads": 2, "depth": 1, "decoder_dim": 32,
+        "decoder_depth": 1, "decoder_heads": 2}  # fmt: skip
+
+
+def training_data(folder, in_memory=None):
+    cfg = build_dataclass(PretrainConfig, {
+        "model": "crossmae_vit_tiny_patch4_32", "model_overrides": TINY, "data": str(folder),
+        "in_memory": in_memory, "num_workers": 0, "batch_size": 8}).validate()  # fmt: skip
+    return open_training_data(cfg, cfg.model_config(), CPU)
+
+
+@pytest.mark.parametrize(("size", "kept"), [(16, True), (20, False)])
+def test_auto_keeps_in_memory_only_images_already_at_the_model_s_size(
+    write_images, tmp_path, size, kept
+):
+    """Stored smaller (cover-resized and centre-cropped), the crops would never see the
+    images' borders and would be upsampled from the reduced copy."""
+    write_images(tmp_path / "train", 24, size=size)
+    data = training_data(tmp_path)
+    assert isinstance(data.source, InMemorySource if kept else LoaderSource)
+
+
+def test_in_memory_asked_for_says_when_it_resizes_first(write_images, tmp_path):
+    write_images(tmp_path / "train", 24, size=20)
+    data = training_data(tmp_path, in_memory=True)
+    assert isinstance(data.source, InMemorySource)
+    assert "kept in memory at 16x16, resized to cover and cropped" in data.description
+    write_images(tmp_path / "same" / "train", 24, size=16)
+    assert "resized" not in training_data(tmp_path / "same", in_memory=True).description
