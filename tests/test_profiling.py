@@ -132,6 +132,7 @@ def test_versus_mae_ratios():
     [
         (["--model", "nope"], "unknown model"),
         (["--model", "crossmae_vit_base_patch16", "--prediction-ratio", "0.9"], "prediction ratio"),
+        (["--model", "mae_vit_base_patch16", "--prediction-ratio", "0.25"], "is CrossMAE's"),
         (["--model", "crossmae_vit_base_patch16_448", "--compare"], "MAE/CrossMAE pair"),
         (["--model", "mae_vit_base_patch16", "--compare", "--prediction-ratio", "0.2"], "gammas"),
         (["--model", "mae_vit_base_patch16", "--img-size", "100"], "not divisible"),

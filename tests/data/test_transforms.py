@@ -41,3 +41,16 @@ def test_grey_uses_the_mean_statistics(random_image):
 def test_mismatched_statistics_are_a_clear_error():
     with pytest.raises(CrossMAEError, match="4 mean and std values"):
         pretrain_transform(32, in_chans=4)
+
+
+def test_pretrain_transform_is_the_papers_recipe():
+    """RandomResizedCrop(224, scale 0.2-1, bicubic) + flip + ImageNet mean/std, as MAE."""
+    import torchvision.transforms as T
+
+    crop, flip, _, normalize = pretrain_transform(224).transforms
+    assert isinstance(crop, T.RandomResizedCrop) and crop.size == (224, 224)
+    assert crop.scale == (0.2, 1.0) and crop.ratio == pytest.approx((3 / 4, 4 / 3))
+    assert crop.interpolation == T.InterpolationMode.BICUBIC
+    assert isinstance(flip, T.RandomHorizontalFlip) and flip.p == 0.5
+    assert tuple(normalize.mean) == pytest.approx((0.485, 0.456, 0.406))
+    assert tuple(normalize.std) == pytest.approx((0.229, 0.224, 0.225))

@@ -56,6 +56,8 @@ def test_bad_settings(capsys, authors, tmp_path):
     assert "even --batch-size" in err
     err = _fails(capsys, "knn", "--checkpoint", authors, "--features", "fused", "--img-size", 64)
     assert "pretraining image size" in err
+    err = _fails(capsys, "knn", "--checkpoint", authors, "--img-size", 30)  # timm would crop
+    assert "image size 30x30 is not divisible by the encoder's patch size" in err
     config = tmp_path / "bad.yaml"
     config.write_text("layer_decy: 0.7\n")
     err = _fails(capsys, "finetune", "--config", config, "--checkpoint", authors)

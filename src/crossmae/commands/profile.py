@@ -61,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
         rows = comparison_configs(args.model, args.gammas, **overrides)
     else:
         if args.prediction_ratio is not None:
+            if get_config(args.model).decoder != "cross":
+                raise CrossMAEError(
+                    f"{args.model} decodes every masked patch; --prediction-ratio is CrossMAE's"
+                )
             overrides["prediction_ratio"] = args.prediction_ratio
         rows = [(args.model, get_config(args.model, **overrides))]
     batch = args.batch_size or (64 if args.device == "cuda" else 8)

@@ -159,8 +159,14 @@ def build_vit(
     """timm's ViT with this encoder's shape; `avg` pooling brings MAE's fc_norm (no final norm)."""
     if global_pool not in ("avg", "token"):
         raise CrossMAEError(f"pooling must be 'avg' or 'token', got {global_pool!r}")
+    height, width = pair(img_size) if img_size is not None else pair(arch.img_size)
+    if height % arch.patch_size or width % arch.patch_size:  # timm would drop the remainder
+        raise CrossMAEError(
+            f"image size {height}x{width} is not divisible by the encoder's patch size "
+            f"{arch.patch_size}"
+        )
     return VisionTransformer(
-        img_size=pair(img_size) if img_size is not None else arch.img_size,
+        img_size=(height, width),
         patch_size=arch.patch_size, in_chans=arch.in_chans, num_classes=num_classes,
         global_pool=global_pool, embed_dim=arch.embed_dim, depth=arch.depth,
         num_heads=arch.num_heads, mlp_ratio=arch.mlp_ratio, drop_path_rate=drop_path_rate,
