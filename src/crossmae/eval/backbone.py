@@ -16,6 +16,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from crossmae.data.transforms import size_pair
 from crossmae.errors import CrossMAEError
 from crossmae.eval.pos_embed import resample_pos_embed
 from crossmae.models.autoencoder import MaskedAutoencoder
@@ -30,11 +31,6 @@ Pool = Literal["avg", "token"]
 # Parameters a new classifier may initialise itself or drop from the checkpoint: the task
 # head and whichever of the final norm / fc_norm its pooling does not use.
 _HEAD_PREFIXES = ("head.", "fc_norm.", "norm.")
-
-
-def pair(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
-    """An image size as (height, width)."""
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 @dataclass(frozen=True)
@@ -56,7 +52,7 @@ class ViTArch:
     @classmethod
     def from_config(cls, config: AutoencoderConfig) -> ViTArch:
         return cls(
-            pair(config.img_size), config.patch_size, config.in_chans, config.embed_dim,
+            size_pair(config.img_size), config.patch_size, config.in_chans, config.embed_dim,
             config.depth, config.num_heads, config.mlp_ratio,
         )  # fmt: skip
 
@@ -64,8 +60,8 @@ class ViTArch:
     def from_vit(cls, vit: VisionTransformer) -> ViTArch:
         block = vit.blocks[0]
         return cls(
-            img_size=pair(vit.patch_embed.img_size),
-            patch_size=pair(vit.patch_embed.patch_size)[0],
+            img_size=size_pair(vit.patch_embed.img_size),
+            patch_size=size_pair(vit.patch_embed.patch_size)[0],
             in_chans=vit.patch_embed.proj.in_channels,
             embed_dim=vit.embed_dim,
             depth=len(vit.blocks),
@@ -80,7 +76,7 @@ class ViTArch:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ViTArch:
-        return cls(**{**data, "img_size": pair(data["img_size"])})
+        return cls(**{**data, "img_size": size_pair(data["img_size"])})
 
 
 @dataclass
@@ -159,7 +155,7 @@ def build_vit(
     """timm's ViT with this encoder's shape; `avg` pooling brings MAE's fc_norm (no final norm)."""
     if global_pool not in ("avg", "token"):
         raise CrossMAEError(f"pooling must be 'avg' or 'token', got {global_pool!r}")
-    height, width = pair(img_size) if img_size is not None else pair(arch.img_size)
+    height, width = size_pair(img_size) if img_size is not None else size_pair(arch.img_size)
     if height % arch.patch_size or width % arch.patch_size:  # timm would drop the remainder
         raise CrossMAEError(
             f"image size {height}x{width} is not divisible by the encoder's patch size "

@@ -18,8 +18,9 @@ from contextlib import AbstractContextManager, nullcontext
 import torch
 from torch import nn
 
+from crossmae.data.transforms import size_pair
 from crossmae.errors import CrossMAEError
-from crossmae.eval.backbone import Backbone, LoadReport, build_vit, load_encoder, pair
+from crossmae.eval.backbone import Backbone, LoadReport, build_vit, load_encoder
 from crossmae.models.autoencoder import MaskedAutoencoder
 
 FEATURES = ("avg", "token", "fused")
@@ -58,7 +59,7 @@ def feature_extractor(
     if kind == "fused":
         if backbone.autoencoder is None:
             raise CrossMAEError("'fused' features need a pretraining checkpoint, not a classifier")
-        if img_size is not None and pair(img_size) != backbone.arch.img_size:
+        if img_size is not None and size_pair(img_size) != backbone.arch.img_size:
             raise CrossMAEError("'fused' features work only at the pretraining image size")
         module: nn.Module = FusedFeatures(backbone.autoencoder)
     else:
