@@ -49,6 +49,17 @@ def test_resumed_steps_replace_earlier_ones():
     assert steps.tolist() == [0, 10] and loss.tolist() == [3.0, 1.5]
 
 
+def test_a_fine_tuning_log_plots_its_train_loss(tmp_path):
+    """`crossmae finetune` and `linprobe` log {"train_loss", "lr", "step"} records."""
+    rng = np.random.default_rng()
+    lines = [json.dumps({"train_loss": float(2 - i / 30 + rng.random() / 5), "lr": 1e-3,
+                         "step": i}) for i in range(60)]  # fmt: skip
+    (tmp_path / "log.jsonl").write_text("\n".join(lines) + "\n")
+    assert main(["plot", str(tmp_path)]) == 0
+    with Image.open(tmp_path / "loss.png") as img:
+        assert img.size == CURVE_SIZE
+
+
 def test_running_mean_is_centred():
     values = np.random.default_rng().random(9)
     smooth = running_mean(values, 3)

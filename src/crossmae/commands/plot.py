@@ -6,7 +6,9 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", help="a pretraining output directory (or its log.jsonl)")
+    parser.add_argument(
+        "run", help="a pretraining, fine-tuning or probe output directory (or its log.jsonl)"
+    )
     parser.add_argument("--output", help="where to write the PNG (default RUN_DIR/loss.png)")
 
 

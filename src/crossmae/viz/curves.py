@@ -37,8 +37,10 @@ def running_mean(values: np.ndarray, window: int) -> np.ndarray:
 
 def curves_figure(records: list[dict[str, Any]], title: str) -> Figure:
     steps, loss = step_series(records, "loss")
+    if len(steps) == 0:  # fine-tuning and the linear probe log theirs as train_loss
+        steps, loss = step_series(records, "train_loss")
     if len(steps) == 0:
-        raise CrossMAEError("the log has no records with a 'step' and a 'loss'")
+        raise CrossMAEError("the log has no records with a 'step' and a 'loss' or 'train_loss'")
     lr_steps, lr = step_series(records, "lr")
     width, height = CURVE_SIZE
     fig = new_figure(width, height, title)
