@@ -55,17 +55,19 @@ def method_configs(size: str, smoke: bool) -> list[tuple[str, Any]]:
 
 
 def model_rows(args: argparse.Namespace, save: Callable[[list[dict]], None]) -> list[dict]:
-    """One row per size, method and mode, handed to `save` as each is measured so that a run
-    cut short keeps what it measured. A row that cannot run (out of memory, a compile
-    failure) records its error and the sweep goes on."""
+    """One row per size, mode and method, handed to `save` as each is measured so that a run
+    cut short keeps what it measured: every method eager (seconds each) before any is
+    compiled (a minute or more each at ViT-B). A row that cannot run (out of memory, a
+    compile failure) records its error and the sweep goes on."""
     rows: list[dict[str, Any]] = []
     sizes = ["tiny"] if args.smoke else args.sizes
     modes = [False] if args.smoke else [False, True]
     for size in sizes:
-        for method, config in method_configs(size, args.smoke):
-            flops = count_flops(config)
-            fwd = flops["encoder"].total + flops["decoder"].total
-            for compiled in modes:
+        methods = [(method, config, count_flops(config))
+                   for method, config in method_configs(size, args.smoke)]  # fmt: skip
+        for compiled in modes:
+            for method, config, flops in methods:
+                fwd = flops["encoder"].total + flops["decoder"].total
                 torch._dynamo.reset()
                 row = {"size": size, "method": method, "compiled": compiled,
                        "fwd_gflops_per_image": fwd / 1e9,
