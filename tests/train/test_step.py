@@ -35,9 +35,13 @@ def test_accumulated_micro_batches_equal_one_big_batch():
 
 
 def test_clipping_bounds_the_update_and_reports_the_raw_norm():
-    model, step = _setup(accum=1, clip=1e-3)
+    """With SGD at lr 1 the update is the clipped gradient: its norm is the clip."""
+    model, step = _setup(accum=1, clip=1e-3, sgd=True)
+    before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
     out = step([torch.randn(4, 3, 32, 32)], lambda x: model(x).loss * 1e3)
-    assert out.grad_norm.item() > 1e-3 and out.nonfinite.item() == 0.0
+    after = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert out.grad_norm.item() > 1.0 and out.nonfinite.item() == 0.0  # the raw norm
+    assert (after - before).norm().item() == pytest.approx(1e-3, rel=1e-3)
 
 
 def test_nonfinite_loss_skips_the_update_without_touching_weights():
@@ -51,3 +55,22 @@ def test_nonfinite_loss_skips_the_update_without_touching_weights():
     out = step([images, images], lambda x: model(x).loss)
     assert out.nonfinite.item() == 0.0
     assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_fp16_overflow_is_a_skipped_step_but_leaves_stopping_to_the_scaler():
+    """A finite loss whose scaled gradient overflows: the scaler skips the update and lowers
+    its scale; the step is counted as skipped (not as good, with an inf norm in the mean)
+    but not towards --max-nonfinite, since lowering the scale is the cure."""
+    torch.manual_seed(0)
+    model = crossmae.create_model("crossmae_vit_tiny_patch4_32", depth=1, decoder_depth=1)
+    optimizer = build_adamw(param_groups(model, 0.05), 1e-3, (0.9, 0.95), "cpu")
+    step = OptimizerStep(model, optimizer, device=torch.device("cpu"), precision="fp16")
+    before = [p.detach().clone() for p in model.parameters()]
+    images = torch.randn(2, 3, 32, 32)
+    out = step([images], lambda x: model(x).loss * 1e6)
+    assert torch.isfinite(out.loss) and not torch.isfinite(out.grad_norm)
+    assert (out.nonfinite.item(), out.diverged.item()) == (1.0, 0.0)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert step.scaler.get_scale() == 2.0**15  # halved from 2**16
+    out = step([images], lambda x: model(x).loss)
+    assert (out.nonfinite.item(), out.diverged.item()) == (0.0, 0.0)

@@ -325,7 +325,7 @@ class Pretrainer:
         self.loss_sum += torch.nan_to_num(result.loss) * finite
         self.norm_sum += torch.nan_to_num(result.grad_norm) * finite
         self.meter_steps += 1
-        self.streak = self.streak * result.nonfinite + result.nonfinite
+        self.streak = self.streak * result.diverged + result.diverged
         self.worst_streak = torch.maximum(self.worst_streak, self.streak)
         self.new_nonfinite += result.nonfinite
 
@@ -532,7 +532,7 @@ class Pretrainer:
             f"loss    {first:.4f} (first log) -> {last:.4f} (last log)",
         ]
         if self.nonfinite_steps:
-            lines.append(f"skipped {self.nonfinite_steps} steps with a non-finite loss")
+            lines.append(f"skipped {self.nonfinite_steps} steps with a non-finite loss or gradient")
         report = self.data.report()
         if report:
             lines.append(f"data    {report}")

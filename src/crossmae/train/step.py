@@ -26,7 +26,10 @@ class StepResult:
 
     loss: torch.Tensor  # mean loss over the micro-batches
     grad_norm: torch.Tensor  # total gradient norm before clipping
-    nonfinite: torch.Tensor  # 1.0 when the loss or the gradient was not finite
+    nonfinite: torch.Tensor  # 1.0 when the loss or the gradient was not finite: no update
+    # 1.0 when the step counts towards stopping the run: the same, except in fp16, where an
+    # overflowing gradient is the loss scaler's to handle (it lowers its scale and skips)
+    diverged: torch.Tensor
 
 
 class OptimizerStep:
@@ -66,15 +69,16 @@ class OptimizerStep:
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         norm = self._grad_norm()
-        if self.scaler is not None:
+        nonfinite = (~torch.isfinite(norm) | ~torch.isfinite(total)).float()
+        if self.scaler is not None:  # it skips the update itself when the gradient overflowed
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            nonfinite = (~torch.isfinite(total)).float()
+            diverged = (~torch.isfinite(total)).float()
         else:
-            nonfinite = (~torch.isfinite(norm)).float()
             step_unless_nonfinite(self.optimizer, nonfinite)
+            diverged = nonfinite
         self.optimizer.zero_grad(set_to_none=True)
-        return StepResult(total / self.accum_iter, norm, nonfinite)
+        return StepResult(total / self.accum_iter, norm, nonfinite, diverged)
 
     def _gradient_sync(self, sync: bool) -> AbstractContextManager:
         if sync:
