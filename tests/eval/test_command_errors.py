@@ -76,3 +76,14 @@ def test_data_without_an_evaluation_split(capsys, authors, two_class_tree):
     train_only = two_class_tree / "train"  # class folders, but no val/ or test/ beside them
     err = _fails(capsys, "knn", "--checkpoint", authors, "--data", train_only)
     assert "no val/ or test/ split" in err and "--eval-data" in err
+
+
+def test_resume_with_another_layer_decay_is_one_sentence(capsys, authors, two_class_tree, tmp_path):
+    """Another --layer-decay can change the optimizer's parameter groups."""
+    common = ["finetune", "--checkpoint", authors, "--data", two_class_tree, "--output-dir",
+              tmp_path / "ft", "--warmup-epochs", 0, "--num-workers", 0, "--batch-size", 20,
+              "--resume", "auto"]  # fmt: skip
+    assert main([str(a) for a in [*common, "--epochs", 1]]) == 0
+    capsys.readouterr()
+    err = _fails(capsys, *common, "--epochs", 2, "--layer-decay", 1.0)
+    assert "was fine-tuned with other optimizer groups (another --layer-decay" in err

@@ -10,6 +10,7 @@ import torch
 from crossmae.cli import main
 from crossmae.eval import finetune, linprobe
 from crossmae.eval.backbone import load_backbone
+from crossmae.eval.run import RunContext
 
 FAST = ["--num-workers", "0", "--batch-size", "20", "--log-every", "1"]
 SUBSET = ["--train-images", "60", "--eval-images", "40"]
@@ -115,6 +116,46 @@ def test_finetune_from_authors_checkpoint_resumes_with_ema(
     seconds = [h["seconds"] for h in results["history"]]  # counted across the resume
     assert _strictly_increasing(seconds) and results["train_seconds"] > seconds[-1]
     assert load_backbone(out / "checkpoint-best.pth").classes == ["bright", "dark"]
+
+
+class _Killed(Exception):
+    pass
+
+
+FINETUNE = ["finetune", "--ema", "--ema-decay", 0.9, "--epochs", 3, *FAST]  # with mixup, cutmix
+PROBE = ["linprobe", "--cached", "--lr", 5.0, "--epochs", 3, "--num-workers", 0, "--batch-size", 20]
+
+
+@pytest.mark.parametrize("command", [FINETUNE, PROBE], ids=["finetune", "linprobe"])
+def test_a_run_stopped_after_an_epoch_resumes_to_the_uninterrupted_run(
+    command, authors, two_class_tree, tmp_path, monkeypatch
+):
+    """Weights, optimizer, EMA and every random stream (mixup, augmentation) continue: the
+    resumed run's later epochs equal those of a run never stopped."""
+    common = [*command, "--checkpoint", authors, "--data", two_class_tree, "--warmup-epochs", 1,
+              "--resume", "auto"]  # fmt: skip
+    assert _run(*common, "--output-dir", tmp_path / "whole") == 0
+    whole = json.loads((tmp_path / "whole" / "results.json").read_text())["history"]
+
+    real_log_epoch = RunContext.log_epoch
+    ended = itertools.count(1)
+
+    def killed_after_the_first_epoch(self, *args):  # its checkpoint is written by then
+        real_log_epoch(self, *args)
+        if next(ended) == 1:
+            raise _Killed
+
+    with monkeypatch.context() as patched:
+        patched.setattr(RunContext, "log_epoch", killed_after_the_first_epoch)
+        with pytest.raises(_Killed):
+            _run(*common, "--output-dir", tmp_path / "cut")
+    assert _run(*common, "--output-dir", tmp_path / "cut") == 0
+    resumed = json.loads((tmp_path / "cut" / "results.json").read_text())["history"]
+
+    def scores(history):
+        return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+
+    assert len(resumed) == 3 and scores(resumed) == scores(whole)
 
 
 def test_finetune_at_a_new_resolution_with_token_pooling(authors, tmp_path):

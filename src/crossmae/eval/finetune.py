@@ -34,7 +34,7 @@ from crossmae.eval.results import result_table
 from crossmae.eval.run import RunContext, resume_path, spent_seconds
 from crossmae.eval.settings import FinetuneSettings
 from crossmae.serialization import safe_torch_load
-from crossmae.train.checkpointing import capture_rng, restore_rng
+from crossmae.train.checkpointing import capture_rng
 from crossmae.train.optim import build_adamw, param_groups
 from crossmae.train.schedule import scaled_lr
 
@@ -203,10 +203,16 @@ def _restore(
         vit.load_state_dict(ckpt["model"])
     except RuntimeError:
         raise CrossMAEError(f"{path} was fine-tuned with another model or class count") from None
-    optimizer.load_state_dict(ckpt["optimizer"])
+    try:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    except ValueError:  # another number of parameter groups
+        raise CrossMAEError(
+            f"{path} was fine-tuned with other optimizer groups (another --layer-decay or "
+            "encoder depth); resume with its settings or start a new --output-dir"
+        ) from None
     if ctx.scaler is not None and ckpt.get("scaler"):
         ctx.scaler.load_state_dict(ckpt["scaler"])
     if ema is not None and ckpt.get("ema") is not None:
         ema.module.load_state_dict(ckpt["ema"])
-    restore_rng(ckpt["rng"], {})
+    ctx.resume_rng(ckpt["rng"], int(ckpt["epoch"]))
     return Progress(int(ckpt["epoch"]), dict(ckpt["best"]), list(ckpt["history"]))

@@ -34,7 +34,7 @@ from crossmae.eval.results import result_table
 from crossmae.eval.run import RunContext, resume_path, spent_seconds
 from crossmae.eval.settings import LinprobeSettings
 from crossmae.serialization import safe_torch_load
-from crossmae.train.checkpointing import capture_rng, restore_rng
+from crossmae.train.checkpointing import capture_rng
 from crossmae.train.optim import param_groups
 from crossmae.train.schedule import scaled_lr
 
@@ -100,7 +100,7 @@ def _linprobe(s: LinprobeSettings, ctx: RunContext) -> dict[str, Any]:
     done, best, history = 0, 0.0, []
     found = resume_path(s.resume, ctx.output_dir / LAST)
     if found is not None:
-        done, best, history = _restore(found, probe.head, optimizer, s)
+        done, best, history = _restore(found, probe.head, optimizer, s, ctx)
         ctx.say(f"resumed from {found} after epoch {done}")
 
     steps = probe.train.steps_per_epoch
@@ -203,7 +203,11 @@ def _checkpoint(
 
 
 def _restore(
-    path: Path, head: LinearProbe, optimizer: torch.optim.Optimizer, s: LinprobeSettings
+    path: Path,
+    head: LinearProbe,
+    optimizer: torch.optim.Optimizer,
+    s: LinprobeSettings,
+    ctx: RunContext,
 ) -> tuple[int, float, list[dict[str, Any]]]:
     ckpt = safe_torch_load(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != PROBE_FORMAT:
@@ -215,5 +219,5 @@ def _restore(
     except RuntimeError:
         raise CrossMAEError(f"{path} probed another encoder or class count") from None
     optimizer.load_state_dict(ckpt["optimizer"])
-    restore_rng(ckpt["rng"], {})
+    ctx.resume_rng(ckpt["rng"], int(ckpt["epoch"]))
     return int(ckpt["epoch"]), float(ckpt["best_top1"]), list(ckpt["history"])

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import random
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from crossmae.errors import CrossMAEError
 from crossmae.eval.results import write_results
 from crossmae.eval.settings import EvalSettings, TrainedSettings
 from crossmae.serialization import atomic_torch_save
+from crossmae.train.batches import derive_seed
+from crossmae.train.checkpointing import restore_rng, seed_everything
 from crossmae.train.distributed import DistInfo, cleanup_distributed, init_distributed
 from crossmae.train.logging import RunLogger
 from crossmae.train.precision import Precision, autocast_context, grad_scaler, resolve_precision
@@ -27,6 +27,7 @@ class RunContext:
     dist: DistInfo
     precision: Precision
     output_dir: Path
+    seed: int = 0
     tensorboard: bool = False
     scaler: torch.amp.GradScaler | None = None
     _logger: RunLogger | None = field(default=None, repr=False)
@@ -34,14 +35,20 @@ class RunContext:
     @classmethod
     def start(cls, settings: EvalSettings, output_dir: Path) -> RunContext:
         dist = init_distributed(settings.device)
-        seed = settings.seed + dist.rank
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
+        seed_everything(settings.seed + dist.rank)
         precision = resolve_precision(settings.precision, dist.device)
         tensorboard = isinstance(settings, TrainedSettings) and settings.tensorboard
         scaler = grad_scaler(dist.device, precision)
-        return cls(dist, precision, output_dir, tensorboard, scaler)
+        return cls(dist, precision, output_dir, settings.seed, tensorboard, scaler)
+
+    def resume_rng(self, state: dict[str, Any], epoch: int) -> None:
+        """Rank 0 continues the random streams its checkpoint saved. The other ranks' were
+        not saved, so they start fresh ones of their own: given rank 0's, every rank would
+        draw the same mixup boxes and augmentations from then on."""
+        if self.dist.rank == 0:
+            restore_rng(state, {})
+        else:
+            seed_everything(derive_seed(self.seed, self.dist.rank, epoch))
 
     @property
     def device(self) -> torch.device:

@@ -33,6 +33,13 @@ def epoch_checkpoint_name(epoch: int) -> str:
     return f"checkpoint-epoch{epoch:04d}.pth"
 
 
+def seed_everything(seed: int) -> None:
+    """Python's, NumPy's and torch's global generators from one seed."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 def capture_rng(generators: Mapping[str, torch.Generator] | None = None) -> dict[str, Any]:
     """Python, NumPy, torch CPU/CUDA and named generator states, as plain tensors and lists
     (so they load under `weights_only=True`)."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import random
 import time
 from datetime import datetime
 from pathlib import Path
@@ -122,7 +121,7 @@ class Pretrainer:
         self.output_dir = Path(cfg.output_dir or ".")
         self.model_cfg: AutoencoderConfig = cfg.model_config()
         self.precision = resolve_precision(cfg.precision, self.device)
-        _seed_everything(cfg.seed)
+        ckpt.seed_everything(cfg.seed)  # same initial weights on every rank (DDP also syncs)
         self.data: TrainingData = open_training_data(cfg, self.model_cfg, dist)
         self.source: BatchSource = self.data.source
         self.steps_per_epoch = self.source.batches_per_epoch // cfg.accum_iter
@@ -545,10 +544,3 @@ class Pretrainer:
 def _duration(seconds: float) -> str:
     minutes, secs = divmod(round(seconds), 60)
     return f"{minutes}m{secs:02d}s" if minutes else f"{seconds:.1f}s"
-
-
-def _seed_everything(seed: int) -> None:
-    """Same initial weights on every rank (DDP also broadcasts rank 0's)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
