@@ -2,6 +2,9 @@
 
 import itertools
 import json
+import os
+import subprocess
+import sys
 import types
 
 import pytest
@@ -166,3 +169,20 @@ def test_finetune_at_a_new_resolution_with_token_pooling(authors, tmp_path):
     best = load_backbone(out / "checkpoint-best.pth")
     assert best.arch.img_size == (48, 48) and best.state_dict["pos_embed"].shape == (1, 145, 64)
     assert json.loads((out / "results.json").read_text())["image_size"] == "48x48"
+
+
+@pytest.mark.slow
+def test_cached_probe_under_torchrun_counts_each_test_image_once(authors, two_class_tree, tmp_path):
+    """Every process holds all cached features; summing their counts doubled the images."""
+    out = tmp_path / "probe"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc_per_node=2", "-m", "crossmae"]  # fmt: skip
+    args = ["linprobe", "--checkpoint", authors, "--data", two_class_tree, "--cached",
+            "--epochs", 2, "--warmup-epochs", 0, "--lr", 5.0, "--num-workers", 0,
+            "--batch-size", 20, "--output-dir", out]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([*torchrun, *map(str, args)], capture_output=True, text=True,
+                          timeout=300, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["eval_images"] == 20 and results["history"][-1]["images"] == 20

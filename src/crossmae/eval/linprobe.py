@@ -115,7 +115,7 @@ def _linprobe(s: LinprobeSettings, ctx: RunContext) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     for epoch in range(done, s.epochs):
         step = train_one_epoch(probe.model, probe.train.epoch(epoch), tools, step)
-        metrics = evaluate(probe.model, probe.test, ctx.device, autocast)
+        metrics = evaluate(probe.model, probe.test, ctx.device, autocast, over_ranks=not s.cached)
         best = max(best, metrics["top1"])
         history.append({"epoch": epoch + 1, **metrics, "seconds": round(time.time() - began, 1)})
         ctx.save(_checkpoint(probe, s, optimizer, epoch + 1, best, history), LAST)
@@ -123,7 +123,7 @@ def _linprobe(s: LinprobeSettings, ctx: RunContext) -> dict[str, Any]:
         ctx.log_epoch({"epoch": epoch + 1, **{f"test_{k}": v for k, v in metrics.items()}},
                       step, line)  # fmt: skip
     if not metrics:  # resumed a finished run
-        metrics = evaluate(probe.model, probe.test, ctx.device, autocast)
+        metrics = evaluate(probe.model, probe.test, ctx.device, autocast, over_ranks=not s.cached)
 
     results = {
         "command": "linprobe",

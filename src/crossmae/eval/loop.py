@@ -16,6 +16,7 @@ from crossmae.train.distributed import all_reduce_mean
 from crossmae.train.logging import RunLogger
 from crossmae.train.optim import set_lr, step_unless_nonfinite
 from crossmae.train.schedule import lr_at
+from crossmae.train.step import grad_norm
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -61,6 +62,7 @@ def train_one_epoch(model: nn.Module, batches: Batches, tools: StepTools, step: 
     """
     model.train()
     opt = tools.optimizer
+    params = [p for p in model.parameters() if p.requires_grad]
     for imgs, targets in batches:
         lr = tools.schedule(step)
         set_lr(opt, lr)
@@ -71,16 +73,17 @@ def train_one_epoch(model: nn.Module, batches: Batches, tools: StepTools, step: 
         with tools.autocast():
             loss = tools.criterion(model(imgs).float(), targets)
         opt.zero_grad(set_to_none=True)
-        if tools.scaler is not None:
+        if tools.scaler is not None:  # it skips the update itself when the gradient overflowed
             tools.scaler.scale(loss).backward()
             tools.scaler.unscale_(opt)
-            _clip(model, tools.clip_grad)
+            grad_norm(params, tools.clip_grad)
             tools.scaler.step(opt)
             tools.scaler.update()
         else:
             loss.backward()
-            _clip(model, tools.clip_grad)
-            step_unless_nonfinite(opt, (~torch.isfinite(loss.detach())).float())
+            norm = grad_norm(params, tools.clip_grad)
+            nonfinite = ~torch.isfinite(loss.detach()) | ~torch.isfinite(norm)
+            step_unless_nonfinite(opt, nonfinite.float())
         if tools.ema is not None:
             tools.ema.update(model, step=step)
         step += 1
@@ -94,19 +97,16 @@ def train_one_epoch(model: nn.Module, batches: Batches, tools: StepTools, step: 
     return step
 
 
-def _clip(model: nn.Module, max_norm: float | None) -> None:
-    if max_norm is not None:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-
-
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
     batches: Batches,
     device: torch.device,
     autocast: Callable[[], AbstractContextManager],
+    over_ranks: bool = True,
 ) -> dict[str, float]:
-    """Top-1 / top-5 accuracy (%) and mean cross-entropy, summed over every process."""
+    """Top-1 / top-5 accuracy (%) and mean cross-entropy, summed over every process (each
+    holds its share of the split), or this process's alone when it holds all of it."""
     model.eval()
     totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss sum, top1, top5, n
     for imgs, labels in batches:
@@ -117,8 +117,9 @@ def evaluate(
         loss = nn.functional.cross_entropy(logits, labels, reduction="sum")
         top1, top5 = topk_correct(logits, labels)
         totals += torch.tensor([loss.item(), top1, top5, len(labels)], device=device)
-    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-    loss_sum, top1, top5, n = (all_reduce_mean(totals) * world).tolist()
+    if over_ranks and torch.distributed.is_initialized():
+        totals = all_reduce_mean(totals) * torch.distributed.get_world_size()
+    loss_sum, top1, top5, n = totals.tolist()
     if n == 0:
         raise CrossMAEError("the evaluation split has no images")
     return {"top1": 100 * top1 / n, "top5": 100 * top5 / n, "loss": loss_sum / n, "images": int(n)}

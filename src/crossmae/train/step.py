@@ -68,7 +68,7 @@ class OptimizerStep:
             total += loss.detach().float()
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
-        norm = self._grad_norm()
+        norm = grad_norm(self.params, self.clip_grad)
         nonfinite = (~torch.isfinite(norm) | ~torch.isfinite(total)).float()
         if self.scaler is not None:  # it skips the update itself when the gradient overflowed
             self.scaler.step(self.optimizer)
@@ -91,12 +91,13 @@ class OptimizerStep:
             self.model.set_requires_gradient_sync(False)
         return nullcontext()
 
-    def _grad_norm(self) -> torch.Tensor:
-        """The total gradient norm (clipping to `clip_grad` on the way, if set)."""
-        grads = [p.grad for p in self.params if p.grad is not None]
-        if self.clip_grad is not None:
-            norm = nn.utils.clip_grad_norm_(self.params, self.clip_grad, foreach=True)
-        else:
-            norm = nn.utils.get_total_norm(grads, foreach=True)
-        full_tensor = getattr(norm, "full_tensor", None)  # a DTensor under FSDP2
-        return (full_tensor() if full_tensor else norm).float()
+
+def grad_norm(params: list[nn.Parameter], clip_grad: float | None = None) -> torch.Tensor:
+    """The total gradient norm, on the device (clipping to `clip_grad` on the way, if set)."""
+    if clip_grad is not None:
+        norm = nn.utils.clip_grad_norm_(params, clip_grad, foreach=True)
+    else:
+        norm = nn.utils.get_total_norm([p.grad for p in params if p.grad is not None],
+                                       foreach=True)  # fmt: skip
+    full_tensor = getattr(norm, "full_tensor", None)  # a DTensor under FSDP2
+    return (full_tensor() if full_tensor else norm).float()
