@@ -125,3 +125,13 @@ def test_cuda_batches_do_not_sync_with_the_host():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert first[0].is_cuda and len(rest) == 3
+
+
+def test_half_the_augmented_images_are_flipped():
+    """Ramps brightening to the right: after any crop and resize they still brighten to the
+    right, unless flipped."""
+    ramp = torch.linspace(0, 255, 16).round().to(torch.uint8).expand(3, 16, 16)
+    data = InMemoryImages(ramp.expand(2000, -1, -1, -1).contiguous(), torch.zeros(2000))
+    x = torch.cat([x for x, _ in epoch(data, 3, batch_size=500)])
+    flipped = (x[..., 0].mean((1, 2)) > x[..., -1].mean((1, 2))).float()
+    assert 0.46 < flipped.mean().item() < 0.54

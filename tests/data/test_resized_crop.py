@@ -29,6 +29,16 @@ def test_boxes_follow_torchvision_sampling():
         assert abs(mine.std() - reference.std()) < 0.02
     for mine, reference in ((top, theirs[:, 0]), (left, theirs[:, 1])):
         assert abs(mine.mean() - reference.mean()) < 0.5
+    # The offset is uniform over the free room, both ends included (a centred crop has the
+    # same mean offset, and no spread).
+    pairs = (((top, h), (theirs[:, 0], theirs[:, 2]), height),
+             ((left, w), (theirs[:, 1], theirs[:, 3]), width))  # fmt: skip
+    for (offset, size), (their_offset, their_size), full in pairs:
+        room, their_room = full - size, full - their_size
+        spread = (offset[room > 0] / room[room > 0]).std()
+        their_spread = (their_offset[their_room > 0] / their_room[their_room > 0]).std()
+        assert abs(spread - their_spread) < 0.03
+        assert (offset[room > 0] == room[room > 0]).any() and (offset[room > 0] == 0).any()
 
 
 def test_impossible_scales_fall_back_like_torchvision():
