@@ -2,7 +2,8 @@
 
 Pure tensor functions with static shapes and no host syncs, so an in-memory data set can
 augment on the GPU. Crop boxes follow torchvision's sampling (10 tries of area and log
-aspect ratio, then a centre-crop fallback); resampling is bicubic like the MAE recipe.
+aspect ratio, then a centre-crop fallback); resampling is PIL's bicubic, as the MAE recipe
+applies it to PIL images.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 
 def sample_resized_crops(
@@ -65,22 +65,35 @@ def resized_crop(
 ) -> torch.Tensor:
     """Crop `boxes` (B, 4: top, left, h, w) of `images` (B, C, H, W), resize to `size`.
 
-    Bicubic (a = -0.75, as F.interpolate) through one affine `grid_sample`, flipped
-    horizontally where `flip`; returns float in the input's value range, clamped to 0-255
-    for uint8 input. Samples near a crop edge read the real neighbouring pixels.
+    What torchvision's RandomResizedCrop does to a PIL image, the MAE recipe's input: crop,
+    then PIL's separable bicubic (a = -0.5, widened when shrinking) over the crop's own
+    pixels, flipped horizontally where `flip`. Two batched matrix products per batch;
+    returns float in the input's value range, clamped to 0-255 for uint8 input.
     """
-    batch, chans, height, width = images.shape
     top, left, h, w = boxes.to(images.device, torch.float32).unbind(1)
-    sx, sy = w / width, h / height
+    rows = _bicubic_weights(top, h, images.shape[-2], size[0])  # (B, out_h, H)
+    cols = _bicubic_weights(left, w, images.shape[-1], size[1])  # (B, out_w, W)
     if flip is not None:
-        sx = torch.where(flip.to(images.device), -sx, sx)
-    zero = torch.zeros_like(sx)
-    theta = torch.stack([
-        torch.stack([sx, zero, (2 * left + w) / width - 1], dim=1),
-        torch.stack([zero, sy, (2 * top + h) / height - 1], dim=1),
-    ], dim=1)  # fmt: skip
-    grid = F.affine_grid(theta, [batch, chans, *size], align_corners=False)
-    out = F.grid_sample(
-        images.float(), grid, mode="bicubic", padding_mode="border", align_corners=False
-    )
+        cols = torch.where(flip.to(images.device)[:, None, None], cols.flip(1), cols)
+    out = rows[:, None] @ images.float() @ cols.transpose(1, 2)[:, None]
     return out.clamp_(0, 255) if images.dtype == torch.uint8 else out
+
+
+def _bicubic_weights(start: torch.Tensor, length: torch.Tensor, full: int, out: int):
+    """(B, out, full): output pixel i of each crop [start, start + length) as a weighted sum
+    of the input pixels, PIL's resampling weights (they sum to one over the crop)."""
+    scale = length / out  # input pixels per output pixel
+    widen = scale.clamp(min=1.0)[:, None, None]  # antialiasing: a wider kernel when shrinking
+    centres = (torch.arange(out, device=start.device) + 0.5) * scale[:, None]  # crop coords
+    inside = torch.arange(full, device=start.device)[None, None] - start[:, None, None]
+    weights = _cubic((inside + 0.5 - centres[..., None]) / widen)
+    weights = weights * ((inside >= 0) & (inside < length[:, None, None]))
+    return weights / weights.sum(-1, keepdim=True)
+
+
+def _cubic(x: torch.Tensor, a: float = -0.5) -> torch.Tensor:
+    """Keys' cubic convolution kernel with PIL's a = -0.5 (PyTorch's bicubic uses -0.75)."""
+    x = x.abs()
+    near = ((a + 2) * x - (a + 3)) * x * x + 1
+    far = ((x - 5) * x + 8) * x * a - 4 * a
+    return torch.where(x < 1, near, torch.where(x < 2, far, torch.zeros_like(x)))
