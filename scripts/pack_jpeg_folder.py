@@ -48,6 +48,7 @@ def pack(folder: Path, output: Path) -> int:
             raise PackError(f"{path} is not a whole JPEG ({err})") from None
         which.append(headers.setdefault(head, len(headers)))
         bodies.append(body)
+    output.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(
         output,
         paths=np.array([str(p.relative_to(folder)) for p in files]),

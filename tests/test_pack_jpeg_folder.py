@@ -34,11 +34,12 @@ def write_jpegs(root: Path) -> dict[str, bytes]:
 
 def test_round_trip_is_byte_identical_and_headers_are_stored_once(tmp_path):
     files = write_jpegs(tmp_path / "in")
-    assert packer.main(["pack", str(tmp_path / "in"), str(tmp_path / "p.npz")]) == 0
-    with np.load(tmp_path / "p.npz") as packed:
+    packed_path = tmp_path / "local" / "p.npz"  # its folder made on the way, as in the README
+    assert packer.main(["pack", str(tmp_path / "in"), str(packed_path)]) == 0
+    with np.load(packed_path) as packed:
         assert len(packed["headers_offsets"]) == 3  # two distinct headers
         assert packed["bodies"].size < sum(len(b) for b in files.values()) - 10 * 600
-    assert packer.main(["unpack", str(tmp_path / "p.npz"), str(tmp_path / "out")]) == 0
+    assert packer.main(["unpack", str(packed_path), str(tmp_path / "out")]) == 0
     back = {str(p.relative_to(tmp_path / "out")): p.read_bytes()
             for p in (tmp_path / "out").rglob("*") if p.is_file()}  # fmt: skip
     assert back == files

@@ -109,7 +109,7 @@ class PretrainConfig:
         True, "multiply the learning rate by γ/p, as the paper does for CrossMAE", OPTIM
     )
     min_lr: float = setting(0.0, "learning rate at the end of the cosine decay", OPTIM)
-    weight_decay: float = setting(0.05, "AdamW weight decay (not on norms, biases, tokens)", OPTIM)
+    weight_decay: float = setting(0.05, "AdamW weight decay (not on norms or biases)", OPTIM)
     betas: list[float] = setting([0.9, 0.95], "AdamW betas", OPTIM)  # noqa: RUF009
     clip_grad: float | None = setting(None, "clip the gradient norm to this value", OPTIM)
     precision: Literal["auto", "bf16", "fp16", "fp32"] = setting(
