@@ -1,8 +1,8 @@
 """Small data sets decoded once into a uint8 tensor and augmented batch-wise on the device.
 
 For CIFAR-sized data the PIL pipeline, not the model, limits a GPU; here one epoch costs
-one `randperm` and a few random tensors, and each batch is a gather, one `grid_sample`
-and a normalisation, with no host synchronisation.
+one `randperm` and a few random tensors, and each batch is a gather, two batched matrix
+products (the crop's bicubic resampling) and a normalisation, with no host synchronisation.
 """
 
 from __future__ import annotations

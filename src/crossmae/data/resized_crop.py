@@ -79,7 +79,9 @@ def resized_crop(
     return out.clamp_(0, 255) if images.dtype == torch.uint8 else out
 
 
-def _bicubic_weights(start: torch.Tensor, length: torch.Tensor, full: int, out: int):
+def _bicubic_weights(
+    start: torch.Tensor, length: torch.Tensor, full: int, out: int
+) -> torch.Tensor:
     """(B, out, full): output pixel i of each crop [start, start + length) as a weighted sum
     of the input pixels, PIL's resampling weights (they sum to one over the crop)."""
     scale = length / out  # input pixels per output pixel

@@ -65,13 +65,12 @@ def open_training_data(
         description = f"{name}: tar shards, {cfg.samples_per_epoch:,} images per epoch"
     else:
         size = len(dataset)  # type: ignore[arg-type]
+        at_size = _at_size(dataset, height, width)
         in_memory = cfg.in_memory
         if in_memory is None:
-            in_memory = size * chans * height * width <= IN_MEMORY_BUDGET and _at_size(
-                dataset, height, width
-            )
+            in_memory = at_size and size * chans * height * width <= IN_MEMORY_BUDGET
         if in_memory:
-            fitted = "" if _at_size(dataset, height, width) else ", resized to cover and cropped"
+            fitted = "" if at_size else ", resized to cover and cropped"
             images = InMemoryImages.from_dataset(dataset, (height, width), chans, dist.device,
                                                  num_workers=workers)  # fmt: skip
             source = InMemorySource(images, rank=dist.rank, **common)
