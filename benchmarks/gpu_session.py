@@ -194,7 +194,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         default=["speed", "representation"])  # fmt: skip
     parser.add_argument("--smoke", action="store_true", help="rehearse on a CPU (the test)")
     args = parser.parse_args(argv)
-    if not Path(args.pack).is_file():
+    if not args.pack.is_file():
         parser.error(f"the pack {args.pack} does not exist; make it with "
                      "scripts/pack_jpeg_folder.py pack and carry its folder")  # fmt: skip
     args.pack, args.out, args.work = (p.resolve() for p in (args.pack, args.out, args.work))

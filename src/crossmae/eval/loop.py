@@ -76,7 +76,8 @@ def train_one_epoch(model: nn.Module, batches: Batches, tools: StepTools, step: 
         if tools.scaler is not None:  # it skips the update itself when the gradient overflowed
             tools.scaler.scale(loss).backward()
             tools.scaler.unscale_(opt)
-            grad_norm(params, tools.clip_grad)
+            if tools.clip_grad is not None:
+                grad_norm(params, tools.clip_grad)
             tools.scaler.step(opt)
             tools.scaler.update()
         else:

@@ -131,7 +131,6 @@ class Pretrainer:
                 f"{cfg.batch_size} per process, fewer than --accum-iter {cfg.accum_iter}; "
                 "use a smaller --batch-size"
             )
-        self.total_steps = cfg.epochs * self.steps_per_epoch
         self.effective_batch = cfg.batch_size * cfg.accum_iter * dist.world_size
         self.base_lr = self._base_lr()
         self.module = MaskedAutoencoder(self.model_cfg).to(self.device)
@@ -222,14 +221,15 @@ class Pretrainer:
             self.stepper.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.global_step = state["global_step"]  # steps taken: the logs' x axis
-        left = (self.cfg.epochs - self.epoch) * self.steps_per_epoch - self.step_in_epoch
-        self.total_steps = self.global_step + left  # the steps per epoch may have changed
         self.nonfinite_steps = int(state.get("nonfinite_steps", 0))
         self.seconds_before = float(state.get("train_seconds", 0.0))
         ckpt.restore_rng(state["rng"], {"masking": self.masking})
 
     def _planned_steps(self) -> int:
-        return min(self.total_steps, self.cfg.max_steps or self.total_steps)
+        """Steps taken plus steps left (a resume may have changed the steps per epoch)."""
+        left = (self.cfg.epochs - self.epoch) * self.steps_per_epoch - self.step_in_epoch
+        total = self.global_step + left
+        return min(total, self.cfg.max_steps or total)
 
     # ----- the loop ------------------------------------------------------------------------
 
