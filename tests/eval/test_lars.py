@@ -1,8 +1,10 @@
-"""LARS: trust-ratio-scaled momentum SGD for matrices, plain momentum SGD for vectors."""
+"""LARS: trust-ratio-scaled momentum SGD for matrices, plain momentum SGD for vectors, skipping
+flagged steps on the device."""
 
 import torch
 
 from crossmae.eval.lars import LARS
+from crossmae.train.optim import step_unless_nonfinite
 
 
 def test_first_step_moves_a_matrix_by_trust_times_its_norm_whatever_the_gradient_scale():
@@ -50,3 +52,56 @@ def test_fits_a_linear_classifier():
         loss.backward()
         opt.step()
     assert (model(x).argmax(1) == y).float().mean() > 0.95
+
+
+def _matrix_and_bias(seed: int) -> list[torch.nn.Parameter]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.nn.Parameter(torch.randn(4, 6, generator=g)),
+            torch.nn.Parameter(torch.randn(6, generator=g))]  # fmt: skip
+
+
+def test_a_flagged_step_changes_neither_weights_nor_momentum_even_with_nan_gradients():
+    params = _matrix_and_bias(0)
+    opt = LARS(params, lr=0.1, weight_decay=0.05)
+    for p in params:
+        p.grad = torch.randn_like(p)
+    opt.step()  # one real step, so momentum is not zero
+    before = [p.detach().clone() for p in params] + [opt.state[p]["mu"].clone() for p in params]
+    for p in params:
+        p.grad = torch.full_like(p, float("nan"))
+    step_unless_nonfinite(opt, torch.tensor(1.0))
+    after = [p.detach() for p in params] + [opt.state[p]["mu"] for p in params]
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_the_skip_flag_is_read_on_the_device(monkeypatch):
+    params = _matrix_and_bias(1)
+    opt = LARS(params, lr=0.1)
+    for p in params:
+        p.grad = torch.randn_like(p)
+
+    def host_sync(*_):
+        raise AssertionError("the step read a tensor on the host")
+
+    monkeypatch.setattr(torch.Tensor, "item", host_sync)
+    monkeypatch.setattr(torch.Tensor, "__bool__", host_sync)
+    before = params[0].detach().clone()
+    step_unless_nonfinite(opt, torch.tensor(0.0))
+    assert not torch.equal(params[0].detach(), before)
+
+
+def test_under_a_grad_scaler_the_step_is_the_unscaled_one():
+    reference, scaled = _matrix_and_bias(2), _matrix_and_bias(2)
+    x = torch.randn(5, 4)
+    ref_opt, opt = LARS(reference, lr=0.3, weight_decay=0.1), LARS(scaled, lr=0.3, weight_decay=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    for _ in range(3):
+        ref_opt.zero_grad()
+        (x @ reference[0] + reference[1]).square().mean().backward()
+        ref_opt.step()
+        opt.zero_grad()
+        scaler.scale((x @ scaled[0] + scaled[1]).square().mean()).backward()
+        scaler.step(opt)  # no unscale_ first: LARS divides by the scale itself
+        scaler.update()
+    for a, b in zip(reference, scaled, strict=True):
+        torch.testing.assert_close(a, b)

@@ -1,11 +1,13 @@
-"""The fine-tune / probe training step: a non-finite gradient never reaches the weights."""
+"""The fine-tune / probe training step (a non-finite gradient never reaches the weights) and the
+evaluation pass."""
 
 from contextlib import nullcontext
 
+import pytest
 import torch
 from torch import nn
 
-from crossmae.eval.loop import Schedule, StepTools, train_one_epoch
+from crossmae.eval.loop import Schedule, StepTools, evaluate, train_one_epoch
 from crossmae.train.optim import build_adamw, param_groups
 
 
@@ -35,3 +37,35 @@ def test_a_step_with_a_finite_loss_and_a_nan_gradient_is_skipped():
     model.nan_gradient = False  # the same step with a finite gradient updates
     train_one_epoch(model, [batch], tools, 1)
     assert not torch.equal(before[0], model.fc.weight)
+
+
+class FixedLogits(nn.Module):
+    """Returns the logits it was given for the batch's first index, whatever the images."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, index: torch.Tensor) -> torch.Tensor:
+        return self.logits[index[:, 0]]
+
+
+def test_evaluate_matches_a_float64_count_over_uneven_batches(monkeypatch):
+    logits = torch.randn(23, 7, dtype=torch.float64)
+    labels = torch.randint(7, (23,))
+    index = torch.arange(23).view(-1, 1)
+    batches = list(zip(index.split(5), labels.split(5), strict=True))  # 5, 5, 5, 5, 3
+
+    def host_sync(*_):
+        raise AssertionError("evaluate read a tensor on the host inside its loop")
+
+    monkeypatch.setattr(torch.Tensor, "item", host_sync)
+    model = FixedLogits(logits.float())
+    metrics = evaluate(model, batches, torch.device("cpu"), nullcontext, over_ranks=False)
+    monkeypatch.undo()
+    ranks = (logits > logits.gather(1, labels.view(-1, 1))).sum(1)  # classes scored above
+    assert metrics["images"] == 23
+    assert metrics["top1"] == pytest.approx(100 * (ranks == 0).double().mean().item())
+    assert metrics["top5"] == pytest.approx(100 * (ranks < 5).double().mean().item())
+    expected_loss = nn.functional.cross_entropy(logits, labels).item()
+    assert metrics["loss"] == pytest.approx(expected_loss, rel=1e-6)

@@ -33,17 +33,23 @@ class LARS(torch.optim.Optimizer):
         }  # fmt: skip
         super().__init__(params, defaults)
 
+    # Skips a step and unscales gradients on the device, like the fused AdamW: a GradScaler
+    # (or `step_unless_nonfinite`) sets `found_inf` / `grad_scale` before calling `step`.
+    _step_supports_amp_scaling = True
+
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        found_inf = getattr(self, "found_inf", None)
+        grad_scale = getattr(self, "grad_scale", None)
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                update = p.grad
+                update = p.grad if grad_scale is None else p.grad / grad_scale
                 if p.ndim > 1:
                     update = update.add(p, alpha=group["weight_decay"])
                     p_norm, u_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(update)
@@ -54,6 +60,11 @@ class LARS(torch.optim.Optimizer):
                 if "mu" not in state:
                     state["mu"] = torch.zeros_like(p)
                 mu = state["mu"]
-                mu.mul_(group["momentum"]).add_(update)
-                p.add_(mu, alpha=-group["lr"])
+                if found_inf is None:
+                    mu.mul_(group["momentum"]).add_(update)
+                    p.add_(mu, alpha=-group["lr"])
+                else:  # where, not a product: a skipped update may hold inf or NaN
+                    skip = found_inf.to(torch.bool)
+                    mu.copy_(torch.where(skip, mu, mu * group["momentum"] + update))
+                    p.add_(torch.where(skip, torch.zeros_like(mu), mu), alpha=-group["lr"])
         return loss

@@ -116,8 +116,9 @@ def evaluate(
         with autocast():
             logits = model(imgs).float()
         loss = nn.functional.cross_entropy(logits, labels, reduction="sum")
-        top1, top5 = topk_correct(logits, labels)
-        totals += torch.tensor([loss.item(), top1, top5, len(labels)], device=device)
+        totals[0] += loss
+        totals[1:3] += topk_correct(logits, labels)
+        totals[3] += len(labels)
     if over_ranks and torch.distributed.is_initialized():
         totals = all_reduce_mean(totals) * torch.distributed.get_world_size()
     loss_sum, top1, top5, n = totals.tolist()

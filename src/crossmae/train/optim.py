@@ -63,12 +63,10 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 def step_unless_nonfinite(optimizer: torch.optim.Optimizer, found_inf: torch.Tensor) -> None:
     """`optimizer.step()` unless `found_inf` (a 0-d float tensor, 1 = skip).
 
-    Fused optimizers read the flag on the device (as under a GradScaler), so the skip costs no
-    host synchronisation; others fall back to reading it.
+    Optimizers that take a GradScaler's flag themselves (the fused AdamW, our LARS) read it on
+    the device, so the skip costs no host synchronisation; others fall back to reading it.
     """
-    if getattr(optimizer, "_step_supports_amp_scaling", False) and all(
-        g.get("fused") for g in optimizer.param_groups
-    ):
+    if getattr(optimizer, "_step_supports_amp_scaling", False):
         optimizer.found_inf = found_inf  # type: ignore[attr-defined]
         try:
             optimizer.step()
