@@ -125,6 +125,29 @@ def test_a_call_with_ratios_that_score_nothing_is_refused_not_nan(name, ratios, 
     assert model.forward_features(_imgs()).shape == (2, 65, 192)  # what mask ratio 0 is for
 
 
+def test_mae_refuses_a_prediction_ratio_other_than_its_mask_ratio():
+    model = create_model("mae_vit_tiny_patch4_32", **TINY)
+    with pytest.raises(CrossMAEError, match="MAE decodes every masked patch"):
+        model(_imgs(), prediction_ratio=0.1)
+    assert model(_imgs(), prediction_ratio=0.75).mask.sum(1).tolist() == [48, 48]
+
+
+@pytest.mark.parametrize(
+    ("imgs", "message"),
+    [
+        (torch.randn(3, 32, 32), r"expected a float batch of shape \(B, 3, 32, 32\)"),
+        (torch.randn(2, 1, 32, 32), r"shape \(B, 3, 32, 32\), got torch.float32 \(2, 1, 32, 32\)"),
+        (torch.randn(2, 3, 28, 32), r"\(2, 3, 28, 32\)"),
+        (torch.randint(255, (2, 3, 32, 32), dtype=torch.uint8), "got torch.uint8"),
+        (torch.randn(0, 3, 32, 32), "the batch holds no image"),
+    ],
+)
+def test_images_of_the_wrong_kind_are_refused_in_one_sentence(imgs, message):
+    model = create_model("crossmae_vit_tiny_patch4_32", **TINY)
+    with pytest.raises(CrossMAEError, match=message):
+        model(imgs)
+
+
 def test_fusion_over_no_layer_is_refused_and_over_the_input_alone_runs():
     with pytest.raises(CrossMAEError, match="fusion over no layer"):
         create_model("crossmae_vit_tiny_patch4_32", fusion_layers=[], fusion_input=False, **TINY)

@@ -72,6 +72,15 @@ def test_patchify_round_trip(c, p, gh, gw, seed):
         ({"decoder_heads": 5}, "not divisible by 5 heads"),
         ({"fusion_layers": [40]}, "outside the 12 encoder blocks"),
         ({"decoder": "conv"}, "decoder must be"),
+        ({"fusion_weights": "softmx"}, "fusion_weights must be 'linear' or 'softmax'"),
+        ({"img_size": "64"}, "img_size must be an int"),
+        ({"img_size": 32.0}, "img_size must be an int"),
+        ({"norm_pix_loss": "false"}, "norm_pix_loss must be True or False"),
+        ({"depth": 12.0}, "depth must be an int"),
+        ({"mask_ratio": "0.75"}, "mask_ratio must be a number"),
+        ({"fusion_layers": 3}, "fusion_layers must be a list"),
+        ({"mlp_ratio": 0.004}, "no hidden unit"),
+        ({"patch_size": 1, "in_chans": 1}, "one value per patch"),
     ],
 )
 def test_invalid_settings_name_the_problem(overrides, message):

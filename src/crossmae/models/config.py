@@ -11,7 +11,22 @@ from crossmae.models.masking import mask_counts
 
 
 def _pair(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    if _is_int(size):
+        return size, size
+    if isinstance(size, (tuple, list)) and len(size) == 2 and all(map(_is_int, size)):
+        return size[0], size[1]
+    raise CrossMAEError(f"img_size must be an int or (height, width) ints, got {size!r}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_INTS = ("patch_size", "in_chans", "embed_dim", "depth", "num_heads", "decoder_dim",
+         "decoder_depth", "decoder_heads")  # fmt: skip
+_FLOATS = ("mlp_ratio", "mask_ratio", "prediction_ratio")
+_BOOLS = ("norm_pix_loss", "fusion", "fusion_input", "fusion_project", "decoder_self_attn")
+_CHOICES = {"decoder": ("cross", "mae"), "fusion_weights": ("linear", "softmax")}
 
 
 @dataclass
@@ -74,18 +89,15 @@ class AutoencoderConfig:
 
     def validate(self) -> AutoencoderConfig:
         """Raise CrossMAEError naming the first impossible setting."""
-        sizes = ("patch_size", "in_chans", "embed_dim", "depth", "num_heads", "decoder_dim",
-                 "decoder_depth", "decoder_heads")  # fmt: skip
-        for name in sizes:
+        self._check_types()
+        for name in _INTS:
             if getattr(self, name) < 1:
                 raise CrossMAEError(f"{name} must be at least 1, got {getattr(self, name)}")
         h, w = _pair(self.img_size)
         if h < 1 or w < 1:
             raise CrossMAEError(f"image size must be positive, got {h}x{w}")
-        if self.mlp_ratio <= 0:
-            raise CrossMAEError(f"mlp_ratio must be positive, got {self.mlp_ratio}")
-        if self.decoder not in ("cross", "mae"):
-            raise CrossMAEError(f"decoder must be 'cross' or 'mae', got {self.decoder!r}")
+        if int(min(self.embed_dim, self.decoder_dim) * self.mlp_ratio) < 1:
+            raise CrossMAEError(f"mlp_ratio {self.mlp_ratio} leaves an MLP with no hidden unit")
         if h % self.patch_size or w % self.patch_size:
             raise CrossMAEError(
                 f"image size {h}x{w} is not divisible by the patch size {self.patch_size}"
@@ -105,6 +117,11 @@ class AutoencoderConfig:
                 raise CrossMAEError(f"{what} width {width} is not divisible by {heads} heads")
         if self.embed_dim % 4 or self.decoder_dim % 4:
             raise CrossMAEError("encoder and decoder widths must be divisible by 4")
+        if self.norm_pix_loss and self.patch_size**2 * self.in_chans < 2:
+            raise CrossMAEError(
+                "norm_pix_loss normalises each patch by its spread, which one value per patch "
+                "does not have; use a larger patch or norm_pix_loss=False"
+            )
         if self.uses_fusion and any(
             not -self.depth <= i < self.depth for i in self.fusion_layers or []
         ):
@@ -118,6 +135,29 @@ class AutoencoderConfig:
         self.ratios()
         return self
 
+    def _check_types(self) -> None:
+        """Settings from Python are not parsed: "64" would be read as a 6x4 image, "false" as
+        true and a misspelt fusion_weights as the linear fusion."""
+        for name in _INTS:
+            if not _is_int(getattr(self, name)):
+                raise CrossMAEError(f"{name} must be an int, got {getattr(self, name)!r}")
+        for name in _FLOATS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise CrossMAEError(f"{name} must be a number, got {value!r}")
+        for name in _BOOLS:
+            if not isinstance(getattr(self, name), bool):
+                raise CrossMAEError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        for name, choices in _CHOICES.items():
+            if getattr(self, name) not in choices:
+                allowed = " or ".join(repr(c) for c in choices)
+                raise CrossMAEError(f"{name} must be {allowed}, got {getattr(self, name)!r}")
+        layers = self.fusion_layers
+        if layers is not None and not (
+            isinstance(layers, (list, tuple)) and all(map(_is_int, layers))
+        ):
+            raise CrossMAEError(f"fusion_layers must be a list of block indices, got {layers!r}")
+
     def ratios(
         self, mask_ratio: float | None = None, prediction_ratio: float | None = None
     ) -> tuple[float, float]:
@@ -126,6 +166,10 @@ class AutoencoderConfig:
         in one sentence when they leave no patch visible or none to decode and score."""
         p = self.mask_ratio if mask_ratio is None else mask_ratio
         if self.decoder != "cross":
+            if prediction_ratio is not None and prediction_ratio != p:
+                raise CrossMAEError(
+                    "MAE decodes every masked patch; prediction_ratio is CrossMAE's setting"
+                )
             gamma = p
         elif prediction_ratio is not None:
             gamma = prediction_ratio

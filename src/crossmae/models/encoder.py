@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from crossmae.errors import CrossMAEError
 from crossmae.models.layers import Block, PatchEmbed, layer_norm
 from crossmae.models.masking import gather_tokens
 from crossmae.models.pos_embed import sincos_2d_pos_embed
@@ -44,11 +45,15 @@ class ViTEncoder(nn.Module):
 
     def embed_patches(self, imgs: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, L, D) patch tokens with their position embedding."""
-        expected = tuple(g * self.patch_embed.patch_size for g in self.grid_size)
-        if tuple(imgs.shape[-2:]) != expected:
-            raise ValueError(
-                f"expected {expected[0]}x{expected[1]} images, got {tuple(imgs.shape)}"
+        expected = (self.patch_embed.proj.in_channels,
+                    *(g * self.patch_embed.patch_size for g in self.grid_size))  # fmt: skip
+        if imgs.ndim != 4 or tuple(imgs.shape[1:]) != expected or not imgs.is_floating_point():
+            raise CrossMAEError(
+                f"expected a float batch of shape (B, {', '.join(map(str, expected))}), got "
+                f"{imgs.dtype} {tuple(imgs.shape)}"
             )
+        if imgs.shape[0] == 0:
+            raise CrossMAEError("the batch holds no image")
         return self.patch_embed(imgs) + self.pos_embed[:, 1:]
 
     def forward(
