@@ -12,9 +12,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from crossmae.data import ImageSkipped, decode_image, eval_transform, open_image_dataset
+from crossmae.data.encoded import collate_good, without_stand_ins
 from crossmae.errors import CrossMAEError
 
 
@@ -56,6 +57,15 @@ def test_messy_folder_loads_and_reports(messy_folder, workers):
     assert ds.report() == EXPECTED_REPORT  # found in worker processes, seen here
     list(loader)
     assert ds.report() == EXPECTED_REPORT  # a second epoch does not count twice
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_without_stand_ins_bad_items_are_left_out_of_the_batches(messy_folder, workers):
+    ds = open_image_dataset(messy_folder, transform=eval_transform(32))
+    subset = without_stand_ins(Subset(ds, [0, 1, 2, 3, 4, 5, 6, 7]))
+    batches = list(DataLoader(subset, batch_size=3, num_workers=workers, collate_fn=collate_good))
+    assert sum(len(labels) for _, labels in batches) == 5  # the five convertible images
+    assert ds.report() == EXPECTED_REPORT
 
 
 def test_odd_modes_are_converted_faithfully(messy_folder):

@@ -3,6 +3,7 @@
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import types
@@ -44,6 +45,23 @@ def test_knn_separates_two_classes_and_writes_json_beside_the_checkpoint(
     assert results["train_images"] == 60 and results["eval_images"] == 20
     assert results["k"] == 5 and results["features"] == "avg"
     assert results["top1"] == 100.0
+
+
+@pytest.mark.parametrize("command", ["knn", "finetune"])
+def test_bad_evaluation_images_are_left_out_not_counted_twice(
+    command, ours, two_class_tree, tmp_path, capsys
+):
+    data = tmp_path / "data"
+    shutil.copytree(two_class_tree, data)
+    (data / "val" / "dark" / "zz_junk.png").write_bytes(b"not an image")
+    (data / "val" / "bright" / "zz_empty.png").write_bytes(b"")
+    out = tmp_path / "out"
+    extra = ["--k", 5] if command == "knn" else [*FAST[2:], "--epochs", 1, "--warmup-epochs", 0]
+    assert _run(command, "--checkpoint", ours, "--data", data, "--output-dir", out,
+                "--num-workers", 0, *extra) == 0  # fmt: skip
+    results = json.loads((out / ("knn.json" if command == "knn" else "results.json")).read_text())
+    assert results["eval_images"] == 20  # not 22: a bad image's stand-in was a duplicate
+    assert "evaluation images: skipped 2 of 22 files: 1 corrupt, 1 empty" in capsys.readouterr().out
 
 
 def test_knn_on_the_builtin_demo_set_with_token_features(authors, tmp_path):

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset, default_collate
 
 from crossmae.data.decode import DEFAULT_MAX_PIXELS, ImageSkipped, decode_image, image_mode
 from crossmae.data.skips import ItemStatus, WarnOnce, format_report
@@ -18,8 +18,12 @@ class EncodedImages(Dataset):
     """Items `(transform(image), label)`; subclasses say how to get item i's bytes.
 
     A bad item never stops an epoch: it is marked (shared with DataLoader workers), and the
-    next good item is returned in its place. `report()` sums up what was skipped.
+    next good item is returned in its place, so that training batches keep their size.
+    With `replace_bad = False` (evaluation, where a stand-in would be counted twice) a bad
+    item is None instead; `collate_good` leaves it out. `report()` sums up what was skipped.
     """
+
+    replace_bad = True
 
     def __init__(
         self,
@@ -60,21 +64,29 @@ class EncodedImages(Dataset):
         """How to point a user at item `index` (a path, or set and position)."""
         return f"{self.description}[{index}]"
 
-    def __getitem__(self, index: int) -> tuple[Any, int]:
+    def __getitem__(self, index: int) -> tuple[Any, int] | None:
         size = len(self)
         if not -size <= index < size:
             raise IndexError(f"index {index} is out of range for {size} images")
+        if not self.replace_bad:
+            return self._decoded(index % size)
         for i in (j % size for j in range(index, index + size)):
-            if self.status.is_bad(i):
-                continue
-            try:
-                img = decode_image(self.read(i), self.mode, self.max_pixels)
-            except ImageSkipped as skip:
-                self.status.mark(i, skip.reason)
-                self._warn(self.description, self.name(i), skip)
-                continue
-            return (self.transform(img) if self.transform else img), int(self.labels[i])
+            item = self._decoded(i)
+            if item is not None:
+                return item
         raise CrossMAEError(f"no image in {self.description} could be decoded: {self.report()}")
+
+    def _decoded(self, i: int) -> tuple[Any, int] | None:
+        """Item i, or None (marked, and warned about once) if it cannot be decoded."""
+        if self.status.is_bad(i):
+            return None
+        try:
+            img = decode_image(self.read(i), self.mode, self.max_pixels)
+        except ImageSkipped as skip:
+            self.status.mark(i, skip.reason)
+            self._warn(self.description, self.name(i), skip)
+            return None
+        return (self.transform(img) if self.transform else img), int(self.labels[i])
 
     def report(self) -> str | None:
         """What was skipped so far (scan time, and decode time in any process), or None."""
@@ -84,3 +96,19 @@ class EncodedImages(Dataset):
     def __repr__(self) -> str:
         classes = "unlabeled" if self.classes is None else f"{len(self.classes)} classes"
         return f"{type(self).__name__}({self.description}: {len(self):,} images, {classes})"
+
+
+def without_stand_ins(dataset: Dataset) -> Dataset:
+    """`dataset` (or the set under its Subset wrappers) with bad items as None, not replaced."""
+    base = dataset
+    while isinstance(base, Subset):
+        base = base.dataset
+    if isinstance(base, EncodedImages):
+        base.replace_bad = False
+    return dataset
+
+
+def collate_good(items: list[tuple[Any, int] | None]) -> Any:
+    """Collate the items that decoded; None when none of the batch did."""
+    good = [item for item in items if item is not None]
+    return default_collate(good) if good else None

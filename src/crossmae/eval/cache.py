@@ -57,6 +57,8 @@ def cache_features(
                              num_workers=s.num_workers)  # fmt: skip
         batches = checked_labels(_progress(loader, f"{name} features", ctx), splits.num_classes)
         out.append(_gather(*extract_features(extractor, batches, ctx.device, ctx.autocast)))
+    for line in splits.skip_reports():
+        ctx.say(line)
     return CachedFeatures(out[0], out[1], splits.classes, report)
 
 

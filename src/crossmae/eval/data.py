@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, Subset
 
 from crossmae.data import open_image_dataset
+from crossmae.data.encoded import collate_good, without_stand_ins
 from crossmae.data.subset import random_subset
 from crossmae.errors import CrossMAEError
 from crossmae.train.distributed import DistInfo
@@ -25,6 +26,17 @@ class LabeledSplits:
     eval: Dataset
     num_classes: int
     classes: list[str]
+
+    def skip_reports(self) -> list[str]:
+        """'evaluation images: skipped 2 of 1,000 files: 2 corrupt' for each split that had
+        bad images (as far as this process read them)."""
+        lines = []
+        for what, dataset in (("training", self.train), ("evaluation", self.eval)):
+            report = getattr(dataset, "report", None)
+            found = report() if report is not None else None
+            if found:
+                lines.append(f"{what} images: {found}")
+        return lines
 
 
 def open_labeled_splits(
@@ -93,10 +105,11 @@ def make_loader(
     num_workers: int = 0,
     seed: int = 0,
 ) -> DataLoader:
-    """Shuffled and dropping the last partial batch for training; every image once, in
-    order, for evaluation. Under torchrun map-style sets are split over ranks (evaluation
-    without the padding a DistributedSampler adds, so summed counts are exact); shards split
-    themselves."""
+    """Shuffled and dropping the last partial batch for training; every image that decodes
+    once, in order, for evaluation (a bad one is left out, not replaced by the next, which
+    would count twice; a batch of only bad ones is None). Under torchrun map-style sets are
+    split over ranks (evaluation without the padding a DistributedSampler adds, so summed
+    counts are exact); shards split themselves."""
     sampler = None
     if dist.distributed and not isinstance(dataset, IterableDataset):
         if train:
@@ -107,9 +120,10 @@ def make_loader(
             dataset = Subset(dataset, range(dist.rank, len(dataset), dist.world_size))
     shuffle = train and sampler is None and not isinstance(dataset, IterableDataset)
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
-        num_workers=num_workers, drop_last=train, pin_memory=dist.device.type == "cuda",
-        persistent_workers=num_workers > 0,
+        dataset if train else without_stand_ins(dataset), batch_size=batch_size,
+        shuffle=shuffle, sampler=sampler, num_workers=num_workers, drop_last=train,
+        pin_memory=dist.device.type == "cuda", persistent_workers=num_workers > 0,
+        collate_fn=None if train else collate_good,
     )  # fmt: skip
 
 
@@ -123,8 +137,12 @@ def set_epoch(loader: DataLoader, epoch: int) -> None:
 def checked_labels(
     batches: Iterator[tuple[torch.Tensor, torch.Tensor]], num_classes: int
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Pass batches through, raising a clear error on unlabeled (-1) or out-of-range labels."""
-    for imgs, labels in batches:
+    """Pass batches through, raising a clear error on unlabeled (-1) or out-of-range labels;
+    None (an evaluation batch whose every image was bad) is dropped."""
+    for batch in batches:
+        if batch is None:
+            continue
+        imgs, labels = batch
         if labels.min() < 0:
             raise CrossMAEError("the data set has unlabeled images (no class folder or .cls)")
         if labels.max() >= num_classes:

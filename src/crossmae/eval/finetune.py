@@ -115,6 +115,8 @@ def _finetune(s: FinetuneSettings, ctx: RunContext) -> dict[str, Any]:
         ctx.log_epoch({"epoch": epoch + 1, **{f"test_{k}": v for k, v in metrics.items()}},
                       step, line)  # fmt: skip
     final = progress.history[-1] if progress.history else _evaluate(vit, ema, test, ctx)
+    for line in splits.skip_reports():
+        ctx.say(line)
 
     results: dict[str, Any] = {
         "command": "finetune",

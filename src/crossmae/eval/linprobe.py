@@ -25,7 +25,12 @@ from crossmae.errors import CrossMAEError
 from crossmae.eval.augment import probe_transform
 from crossmae.eval.backbone import Backbone, load_backbone
 from crossmae.eval.cache import cache_features
-from crossmae.eval.data import EpochBatches, open_labeled_splits, protocol_batches
+from crossmae.eval.data import (
+    EpochBatches,
+    LabeledSplits,
+    open_labeled_splits,
+    protocol_batches,
+)
 from crossmae.eval.features import feature_extractor
 from crossmae.eval.lars import LARS
 from crossmae.eval.linear_probe import FrozenEncoderProbe, LinearProbe
@@ -81,6 +86,7 @@ class Probe:
     global_batch: int
     train_images: int | None  # None for tar shards, whose length is unknown
     notes: list[str]
+    splits: LabeledSplits | None = None  # read during training (cached: read up front)
 
 
 def linprobe(s: LinprobeSettings) -> dict[str, Any]:
@@ -124,6 +130,8 @@ def _linprobe(s: LinprobeSettings, ctx: RunContext) -> dict[str, Any]:
                       step, line)  # fmt: skip
     if not metrics:  # resumed a finished run
         metrics = evaluate(probe.model, probe.test, ctx.device, autocast, over_ranks=not s.cached)
+    for line in probe.splits.skip_reports() if probe.splits else []:
+        ctx.say(line)
 
     results = {
         "command": "linprobe",
@@ -176,7 +184,7 @@ def _full_probe(s: LinprobeSettings, backbone: Backbone, ctx: RunContext) -> Pro
     train, test = protocol_batches(splits, s, ctx.dist)
     notes = report.lines() if report else []
     size = None if isinstance(splits.train, IterableDataset) else len(splits.train)
-    return Probe(head, model, train, test, splits.classes, global_batch, size, notes)
+    return Probe(head, model, train, test, splits.classes, global_batch, size, notes, splits)
 
 
 def _checkpoint(
