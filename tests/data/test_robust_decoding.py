@@ -142,6 +142,20 @@ def test_symlink_loops_do_not_hang_the_scan(tmp_path, random_image, encode):
     assert ds.report() == "skipped 1 of 2 files: 1 unreadable"
 
 
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symlinks")
+def test_a_link_to_another_class_or_the_root_does_not_relabel_a_class(
+    tmp_path, random_image, encode
+):
+    for name in ("a/1.png", "b/2.png", "b/3.png"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(encode(random_image(), "PNG"))
+    os.symlink("..", tmp_path / "a" / "up")  # a/up/b/*.png would be read as class a
+    os.symlink(tmp_path / "b", tmp_path / "a" / "b_too")
+    ds = open_image_dataset(tmp_path)
+    named = sorted((ds.name(i).removeprefix(f"{tmp_path}/"), int(ds.labels[i])) for i in range(3))
+    assert len(ds) == 3 and named == [("a/1.png", 0), ("b/2.png", 1), ("b/3.png", 1)]
+
+
 def test_unreadable_file_is_reported(tmp_path, random_image, encode):
     (tmp_path / "locked.png").write_bytes(encode(random_image(), "PNG"))
     (tmp_path / "open.png").write_bytes(encode(random_image(), "PNG"))

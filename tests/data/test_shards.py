@@ -112,6 +112,10 @@ def test_hostile_members_are_skipped_and_nothing_is_written(tmp_path, jpegs, mon
         add(tar, "nolabel.cls", b"3")  # a sample with no image
         add(tar, "badlabel.jpg", jpegs[4])
         add(tar, "badlabel.cls", b"cat")
+        add(tar, "huge.jpg", jpegs[4])
+        add(tar, "huge.cls", b"99999999999999999999999")  # an int64 label tensor cannot hold it
+        add(tar, "negative.jpg", jpegs[4])
+        add(tar, "negative.cls", b"-5")
         add(tar, "good1.jpg", jpegs[5])
         add(tar, "good1.cls", b"7")
     work = tmp_path / "cwd"
@@ -119,7 +123,7 @@ def test_hostile_members_are_skipped_and_nothing_is_written(tmp_path, jpegs, mon
     monkeypatch.chdir(work)
     before = tree(tmp_path)
     ds = open_image_dataset(shard)
-    expected = "skipped 9 of 11 samples: 7 unsafe member, 1 no image, 1 bad label"
+    expected = "skipped 11 of 13 samples: 7 unsafe member, 1 no image, 3 bad label"
     assert [label for _, label in ds] == [-1, 7]
     assert ds.report() == expected
     ds.set_epoch(1)

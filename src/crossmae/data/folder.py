@@ -40,7 +40,8 @@ def scan_folder(root: Path) -> FolderScan:
         scan.labels = [-1] * len(scan.files)
         return scan
     scan.classes = [folder.name for folder in folders]
-    seen: set[tuple[int, int]] = set()
+    # A link from one class folder to another (or up to the root) must not relabel a class.
+    seen = {key for key in map(_inode, [root, *folders]) if key is not None}
     empty = []
     for label, folder in enumerate(folders):
         found = _images(_walk(folder, seen, scan.skipped), root, scan.skipped)
@@ -79,23 +80,31 @@ def _list(folder: Path, skipped: Counter[str]) -> tuple[list[Path], list[Path]]:
 
 
 def _walk(top: Path, seen: set[tuple[int, int]], skipped: Counter[str]) -> list[Path]:
-    """All regular files below `top`, depth first in name order, each directory once."""
+    """All regular files below `top`, depth first in name order, each directory once and
+    none already in `seen` (except `top`)."""
     found: list[Path] = []
     stack = [top]
     while stack:
         folder = stack.pop()
-        try:
-            info = folder.stat()
-        except OSError:
+        key = _inode(folder)
+        if key is None:
             skipped["unreadable"] += 1
             continue
-        if (info.st_dev, info.st_ino) in seen:
+        if key in seen and folder is not top:
             continue
-        seen.add((info.st_dev, info.st_ino))
+        seen.add(key)
         files, folders = _list(folder, skipped)
         found += files
         stack += reversed(folders)
     return found
+
+
+def _inode(folder: Path) -> tuple[int, int] | None:
+    try:
+        info = folder.stat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def _images(files: list[Path], root: Path, skipped: Counter[str]) -> list[str]:

@@ -226,7 +226,9 @@ class ShardImages(IterableDataset):
             try:
                 label = int(files["cls"].decode().strip())
             except (ValueError, UnicodeDecodeError, AttributeError):
-                raise ImageSkipped("bad label", f"sample {key!r}") from None
+                label = -1
+            if not 0 <= label < 2**31:  # also what an int64 label tensor cannot hold
+                raise ImageSkipped("bad label", f"sample {key!r}")
         return decode_image(image, self.mode, self.max_pixels), label
 
     def __repr__(self) -> str:
