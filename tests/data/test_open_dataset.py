@@ -111,6 +111,9 @@ def test_grey_input_channel(tmp_path, random_image, encode):
         (lambda root: None, {"in_chans": 4}, "multispectral"),
         (lambda root: f"{root}/shard-{{0..3}}.tar", {}, "does not exist"),
         (lambda root: f"{root}/*.tar", {}, "no shard matches"),
+        (lambda root: f"{root}/shard-{{3..0}}.tar", {}, r"names no shard \(is a range reversed"),
+        (lambda root: (root / "a.png").write_bytes(b"x") and f"{root}/*.png", {},
+         "a.png, which is not a .tar file"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_clear_error(tmp_path, make, kwargs, message):

@@ -167,3 +167,9 @@ def test_a_whole_shard_and_a_compressed_one_are_not_called_cut(tmp_path, jpegs):
     assert not shards_module._cut_short(tmp_path / "z.tar.gz")
     ds = open_image_dataset(path)
     assert [label for _, label in ds] == [0, 1, 2] and ds.report() is None
+
+
+def test_a_shard_pattern_starting_with_a_tilde_is_read_from_home(tmp_path, jpegs, monkeypatch):
+    write_shards(tmp_path / "train", jpegs, shards=2, per_shard=3)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert len(list(open_image_dataset("~/train/shard-{000..001}.tar"))) == 6

@@ -40,9 +40,9 @@ Group = tuple[str, dict[str, Any]]
 
 
 def expand_shards(spec: str) -> list[Path]:
-    """`a-{000..009}.tar`, `{x,y}.tar` and glob patterns to existing files, in order."""
+    """`a-{000..009}.tar`, `{x,y}.tar` and glob patterns to existing .tar files, in order."""
     paths: list[Path] = []
-    for name in _expand_braces(spec):
+    for name in _expand_braces(str(Path(spec).expanduser())):
         if glob.has_magic(name):
             matches = sorted(glob.glob(name))
             if not matches:
@@ -52,6 +52,11 @@ def expand_shards(spec: str) -> list[Path]:
             paths.append(Path(name))
         else:
             raise CrossMAEError(f"shard {name} does not exist")
+    if not paths:
+        raise CrossMAEError(f"{spec} names no shard (is a range reversed?)")
+    for path in paths:
+        if path.suffix.lower() != ".tar" or not path.is_file():
+            raise CrossMAEError(f"{spec} matches {path}, which is not a .tar file")
     return paths
 
 
