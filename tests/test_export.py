@@ -72,3 +72,13 @@ def test_foreign_safetensors_is_refused(tmp_path):
     (tmp_path / "torn.safetensors").write_bytes(b"\x00" * 20)
     with pytest.raises(CrossMAEError, match="not a readable safetensors"):
         load_model(tmp_path / "torn.safetensors")
+
+
+@pytest.mark.parametrize("fmt", ["timm", "safetensors"])
+def test_an_unwritable_output_is_one_sentence_and_leaves_no_file(fmt, tmp_path, capsys):
+    source = REFERENCE_DIR / "crossmae_wfm_input_pr025.checkpoint.pth"
+    (tmp_path / "a_file").write_text("x")
+    for output in (tmp_path, tmp_path / "a_file" / "model.safetensors"):  # a folder; under a file
+        assert main(["export", str(source), "--format", fmt, "--output", str(output)]) == 2
+        assert f"error: cannot write {output}" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # no temporary file left

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from crossmae.errors import CrossMAEError
 from crossmae.models.autoencoder import MaskedAutoencoder
 from crossmae.models.config import AutoencoderConfig
+from crossmae.serialization import atomic_save_safetensors
 
 # (patch, width, depth, heads) of timm's plain ViTs at 224 px.
 _TIMM_VITS: dict[tuple[int, int, int], tuple[str, int]] = {
@@ -68,8 +68,7 @@ def export_timm(model: nn.Module, output: str | Path) -> tuple[str, dict[str, An
         raise CrossMAEError("timm export needs a pretraining checkpoint (MAE or CrossMAE)")
     name, kwargs = timm_spec(model.config)
     metadata = {"format": "pt", "timm_model": name, "timm_kwargs": json.dumps(kwargs)}
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
-    save_file(timm_state_dict(model), str(output), metadata=metadata)
+    atomic_save_safetensors(timm_state_dict(model), output, metadata)
     return name, kwargs
 
 

@@ -85,6 +85,20 @@ def atomic_write_text(text: str, path: str | Path) -> None:
         _write_durably(tmp, lambda f: f.write(text.encode()))
 
 
+def atomic_save_safetensors(
+    tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str]
+) -> None:
+    """safetensors written as `atomic_torch_save` writes; an unwritable path is one sentence."""
+    from safetensors.torch import save
+
+    path = Path(path)
+    try:
+        with _replaced_atomically(path) as tmp:
+            _write_durably(tmp, lambda f: f.write(save(tensors, metadata=metadata)))
+    except OSError as err:
+        raise CrossMAEError(f"cannot write {path}: {err.strerror or err}") from None
+
+
 def atomic_link_or_copy(source: str | Path, path: str | Path) -> None:
     """Give `source` a second name as atomically as `atomic_torch_save` writes: a hard link
     where the file system has them (nothing is written again; every writer here replaces

@@ -74,3 +74,13 @@ def test_missing_or_empty_logs_exit_2(tmp_path, capsys, content):
     assert main(["plot", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "log.jsonl" in err or "no records" in err
+
+
+def test_a_file_that_is_not_a_log_is_one_sentence_and_non_records_are_ignored(tmp_path, capsys):
+    (tmp_path / "checkpoint.pth").write_bytes(bytes(range(256)) * 4)
+    assert main(["plot", str(tmp_path / "checkpoint.pth")]) == 2
+    assert "checkpoint.pth is not a log.jsonl (it is not text)" in capsys.readouterr().err
+    _write_log(tmp_path / "log.jsonl", steps=10)
+    with open(tmp_path / "log.jsonl", "a") as f:
+        f.write("\n[1, 2]\n3\n")  # JSON, but not records
+    assert main(["plot", str(tmp_path)]) == 0

@@ -12,7 +12,12 @@ from crossmae.errors import CrossMAEError
 from crossmae.models.autoencoder import MaskedAutoencoder
 from crossmae.models.config import AutoencoderConfig
 from crossmae.models.official import load_official_checkpoint
-from crossmae.serialization import atomic_torch_save, load_state_dict_strict, safe_torch_load
+from crossmae.serialization import (
+    atomic_save_safetensors,
+    atomic_torch_save,
+    load_state_dict_strict,
+    safe_torch_load,
+)
 
 FORMAT = "crossmae"
 
@@ -41,12 +46,9 @@ def model_from_checkpoint(ckpt: dict[str, Any], what: str) -> MaskedAutoencoder:
 
 def save_safetensors(path: str | Path, model: MaskedAutoencoder) -> None:
     """Model weights as safetensors (no pickle at all), the config as JSON metadata."""
-    from safetensors.torch import save_file
-
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     metadata = {"format": FORMAT, "model_config": json.dumps(model.config.to_dict())}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path), metadata=metadata)
+    atomic_save_safetensors(state, path, metadata)
 
 
 def _load_safetensors(path: Path) -> MaskedAutoencoder:

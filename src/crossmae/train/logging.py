@@ -15,6 +15,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from crossmae.errors import CrossMAEError
+
 LOG_NAME = "log.jsonl"
 
 
@@ -117,10 +119,16 @@ def peak_host_memory_gib() -> float | None:
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:
     """The records of a log.jsonl (a torn last line, from a killed run, is ignored)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise CrossMAEError(f"{path} is not a log.jsonl (it is not text)") from None
     records = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(record, dict):
+            records.append(record)
     return records
