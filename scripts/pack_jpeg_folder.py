@@ -35,8 +35,10 @@ def split_jpeg(data: bytes) -> tuple[bytes, bytes]:
     return data[:end], data[end:]
 
 
-def pack(folder: Path, output: Path) -> int:
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
+def pack(folder: Path, output: Path) -> tuple[int, list[Path]]:
+    """Pack every .jpg / .jpeg under `folder`; returns their count and the files left out."""
+    found = sorted(p for p in folder.rglob("*") if p.is_file())
+    files = [p for p in found if p.suffix.lower() in SUFFIXES]
     if not files:
         raise PackError(f"no JPEG files under {folder}")
     headers: dict[bytes, int] = {}
@@ -56,7 +58,7 @@ def pack(folder: Path, output: Path) -> int:
         **_flat("headers", list(headers)),
         **_flat("bodies", bodies),
     )
-    return len(files)
+    return len(files), [p for p in found if p.suffix.lower() not in SUFFIXES]
 
 
 def _flat(name: str, items: list[bytes]) -> dict[str, np.ndarray]:
@@ -99,12 +101,22 @@ def main(argv: list[str] | None = None) -> int:
     if not args.source.exists():
         print(f"{args.action}: {args.source} does not exist", file=sys.stderr)
         return 2
+    left_out: list[Path] = []
     try:
-        count = (pack if args.action == "pack" else unpack)(args.source, args.target)
+        if args.action == "pack":
+            count, left_out = pack(args.source, args.target)
+        else:
+            count = unpack(args.source, args.target)
     except PackError as err:
         print(f"{args.action}: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # an output path under a file, a folder given as the archive, ...
+        where = err.filename or args.target
+        print(f"{args.action}: cannot write {where}: {err.strerror or err}", file=sys.stderr)
+        return 2
     print(f"{args.action}ed {count} files: {args.source} -> {args.target}")
+    if left_out:
+        print(f"left out {len(left_out)} file(s) that are not .jpg / .jpeg, such as {left_out[0]}")
     return 0
 
 

@@ -32,10 +32,13 @@ def write_jpegs(root: Path) -> dict[str, bytes]:
     return files
 
 
-def test_round_trip_is_byte_identical_and_headers_are_stored_once(tmp_path):
+def test_round_trip_is_byte_identical_and_headers_are_stored_once(tmp_path, capsys):
     files = write_jpegs(tmp_path / "in")
     packed_path = tmp_path / "local" / "p.npz"  # its folder made on the way, as in the README
     assert packer.main(["pack", str(tmp_path / "in"), str(packed_path)]) == 0
+    notes = tmp_path / "in" / "train" / "notes.txt"
+    note = f"left out 1 file(s) that are not .jpg / .jpeg, such as {notes}"
+    assert note in capsys.readouterr().out
     with np.load(packed_path) as packed:
         assert len(packed["headers_offsets"]) == 3  # two distinct headers
         assert packed["bodies"].size < sum(len(b) for b in files.values()) - 10 * 600
@@ -62,6 +65,14 @@ def test_bad_input_is_one_sentence_and_exit_2(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == (
         f"unpack: {tmp_path / 'not.npz'} is not an archive made by `pack`"
     )
+    write_jpegs(tmp_path / "good")
+    (tmp_path / "a_file").write_text("x")
+    under_a_file = tmp_path / "a_file" / "p.npz"
+    assert packer.main(["pack", str(tmp_path / "good"), str(under_a_file)]) == 2
+    assert capsys.readouterr().err.startswith(f"pack: cannot write {tmp_path / 'a_file'}")
+    assert packer.main(["pack", str(tmp_path / "good"), str(tmp_path / "good.npz")]) == 0
+    assert packer.main(["unpack", str(tmp_path / "good.npz"), str(tmp_path / "a_file")]) == 2
+    assert capsys.readouterr().err.startswith(f"unpack: cannot write {tmp_path / 'a_file'}")
     np.savez(tmp_path / "foreign.npz", weights=np.ones(3))
     assert packer.main(["unpack", str(tmp_path / "foreign.npz"), str(tmp_path / "out")]) == 2
     assert "is not an archive made by `pack`" in capsys.readouterr().err
