@@ -44,3 +44,17 @@ def test_sample_dataset_is_reproducible_per_seed(image_folder):
 def test_builtin_demo_set():
     batch = sample_dataset("builtin", "test", 2, 0, (32, 32), 3)
     assert batch.imgs.shape == (2, 3, 32, 32) and batch.imgs.std() > 0.1
+
+
+def test_sample_dataset_passes_over_bad_images_instead_of_naming_them(tmp_path):
+    rng = np.random.default_rng()
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+            tmp_path / f"{i}.png"
+        )
+        (tmp_path / f"{i}_bad.png").write_bytes(b"not an image")
+    batch = sample_dataset(str(tmp_path), "test", 3, 0, (32, 32), 3)
+    assert batch.names == [str(tmp_path / f"{i}.png") for i in range(3)]
+    assert len(set(map(bytes, (img.numpy().tobytes() for img in batch.imgs)))) == 3  # no repeats
+    with pytest.raises(CrossMAEError, match="has only 3 that decode"):
+        sample_dataset(str(tmp_path), "test", 4, 0, (32, 32), 3)

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from crossmae.data.decode import ImageSkipped, decode_image, image_mode
+from crossmae.data.encoded import without_stand_ins
 from crossmae.data.open_dataset import open_image_dataset
 from crossmae.data.transforms import IMAGENET_MEAN, IMAGENET_STD, channel_stats, eval_transform
 from crossmae.errors import CrossMAEError
@@ -62,10 +63,14 @@ def sample_dataset(
     if not isinstance(dataset, Sized):  # tar shards stream: take the first `num` images
         items = list(itertools.islice(iter(dataset), num))
         names = [f"{data} item {i}" for i in range(len(items))]
-    else:
-        indices = sorted(random.Random(seed).sample(range(len(dataset)), min(num, len(dataset))))
-        items = [dataset[i] for i in indices]
-        names = [dataset.name(i) for i in indices]
+    else:  # in a random order until `num` decode: a bad image is passed over, not renamed
+        without_stand_ins(dataset)
+        order = random.Random(seed).sample(range(len(dataset)), len(dataset))
+        found = sorted(itertools.islice(
+            ((i, item) for i in order if (item := dataset[i]) is not None), num
+        ))  # fmt: skip
+        items = [item for _, item in found]
+        names = [dataset.name(i) for i, _ in found]
     if len(items) < num:
-        raise CrossMAEError(f"asked for {num} images but {data} holds only {len(items)}")
+        raise CrossMAEError(f"asked for {num} images but {data} has only {len(items)} that decode")
     return ImageBatch(torch.stack([img for img, _ in items]), names)
