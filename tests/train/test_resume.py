@@ -189,3 +189,16 @@ def test_resumed_with_twice_the_batch_the_run_stays_on_its_schedule(tiny, image_
         assert r["lr"] == pytest.approx(expected, rel=1e-9)
     assert resumed[0]["lr"] > 4e-4  # half way down the cosine, not at its end
     assert load_training_state(out / "checkpoint.pth")["global_step"] == 32 + 16
+
+
+def test_a_mid_epoch_resume_on_fewer_images_is_refused_not_looped(
+    tiny, image_folder, tmp_path, capsys
+):
+    """Step 12 of an epoch that now has 4: the loop never ran and the run went round
+    forever, saving and drawing, deaf to SIGTERM."""
+    run = [*tiny, "--data", str(image_folder), "--epochs", "2", "--warmup-epochs", "0",
+           "--batch-size", "4", "--output-dir", str(tmp_path / "run")]  # fmt: skip
+    assert main(["pretrain", *run, "--max-steps", "12"]) == 0  # 16 steps an epoch
+    code = main(["pretrain", *run, "--resume", "auto", "--train-images", "16"])
+    assert code == 2
+    assert "stopped at step 12 of an epoch, but an epoch of" in capsys.readouterr().err

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 
@@ -46,6 +46,10 @@ class ItemStatus:
 
     def is_bad(self, index: int) -> bool:
         return bool(self.codes[index])
+
+    def merge(self, reduce_max: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Take in what other processes found (`reduce_max`: an all-reduce over ranks)."""
+        self.codes.copy_(reduce_max(self.codes.int()).to(torch.uint8).cpu())
 
     def counts(self) -> Counter[str]:
         found = torch.bincount(self.codes.long(), minlength=len(REASONS) + 1).tolist()

@@ -133,6 +133,32 @@ def _unwritten(path: Path, err: OSError) -> str:
     )
 
 
+def optimizer_state_by_name(
+    saved: dict[str, Any], optimizer: torch.optim.Optimizer, module: torch.nn.Module
+) -> dict[str, Any]:
+    """`saved` keyed by parameter names, as FSDP's `set_optimizer_state_dict` wants it.
+
+    A run without FSDP saves `optimizer.state_dict()`, keyed by each parameter's position in
+    the groups; the groups are built the same way with and without FSDP, so position i of
+    group g is the same parameter here. A state already keyed by name passes unchanged.
+    """
+    groups = saved["param_groups"]
+    if all(isinstance(i, str) for group in groups for i in group["params"]):
+        return saved
+    names = {id(p): name for name, p in module.named_parameters()}
+    if [len(g["params"]) for g in groups] != [len(g["params"]) for g in optimizer.param_groups]:
+        raise CrossMAEError("the checkpoint's optimizer holds other parameters than this model")
+    by_position = {
+        i: names[id(p)]
+        for saved_group, group in zip(groups, optimizer.param_groups, strict=True)
+        for i, p in zip(saved_group["params"], group["params"], strict=True)
+    }
+    return {
+        "state": {by_position[i]: value for i, value in saved["state"].items()},
+        "param_groups": [{**g, "params": [by_position[i] for i in g["params"]]} for g in groups],
+    }
+
+
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
     """The most recently written checkpoint in `output_dir` (the latest, when a kept copy
     shares its time as a hard link), or None."""

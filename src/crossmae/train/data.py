@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from crossmae.data import InMemoryImages, eval_transform, open_image_dataset, pretrain_transform
+from crossmae.data.skips import ItemStatus
 from crossmae.data.subset import random_subset
 from crossmae.data.transforms import size_pair
 from crossmae.errors import CrossMAEError
@@ -20,7 +21,7 @@ from crossmae.train.batches import (
     is_map_style,
 )
 from crossmae.train.config import PretrainConfig
-from crossmae.train.distributed import DistInfo
+from crossmae.train.distributed import DistInfo, all_reduce_max
 from crossmae.train.online_knn import OnlineKNN
 
 # `in_memory: auto` keeps a folder in memory when its decoded images take at most this much.
@@ -35,9 +36,23 @@ class TrainingData:
     knn: OnlineKNN | None = None
 
     def report(self) -> str | None:
-        """What decoding skipped (corrupt, truncated, non-image files...), or None."""
+        """What decoding skipped (corrupt, truncated, non-image files...), or None.
+
+        Under torchrun every rank must call it: the items found bad by any rank of a folder
+        set are merged first (each rank decodes only its share). Tar shards report this
+        rank's share.
+        """
+        status = getattr(_unwrapped(self.dataset), "status", None)
+        if isinstance(status, ItemStatus):
+            status.merge(all_reduce_max)
         report = getattr(self.dataset, "report", None)
         return report() if report else None
+
+
+def _unwrapped(dataset: Dataset) -> Dataset:
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return dataset
 
 
 def open_training_data(

@@ -87,9 +87,12 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
-    """The element-wise maximum of `tensor` over all processes (a copy)."""
+    """The element-wise maximum of `tensor` over all processes (a copy; on the GPU under
+    NCCL, which reduces nothing else)."""
     out = tensor.detach().clone()
     if dist.is_initialized() and dist.get_world_size() > 1:
+        if dist.get_backend() == "nccl" and out.device.type != "cuda":
+            out = out.to(torch.cuda.current_device())
         dist.all_reduce(out, op=dist.ReduceOp.MAX)
     return out
 

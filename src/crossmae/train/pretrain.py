@@ -204,6 +204,12 @@ class Pretrainer:
                 f"{state.get('effective_batch')}; resume it with the same batch size, "
                 "accumulation and process count"
             )
+        if state["step_in_epoch"] > self.steps_per_epoch:
+            raise CrossMAEError(
+                f"checkpoint {path} stopped at step {state['step_in_epoch']} of an epoch, but an "
+                f"epoch of {self.data.description} has {self.steps_per_epoch} steps; resume it "
+                "on the data it was trained on (the same --data and --train-images)"
+            )
         if self.cfg.fsdp:
             from torch.distributed.checkpoint.state_dict import (
                 StateDictOptions,
@@ -213,7 +219,10 @@ class Pretrainer:
 
             full = StateDictOptions(full_state_dict=True)
             set_model_state_dict(self.module, state["model"], options=full)
-            set_optimizer_state_dict(self.module, self.optimizer, state["optimizer"], options=full)
+            optimizer_state = ckpt.optimizer_state_by_name(
+                state["optimizer"], self.optimizer, self.module
+            )
+            set_optimizer_state_dict(self.module, self.optimizer, optimizer_state, options=full)
         else:
             load_state_dict_strict(self.module, state["model"], f"checkpoint {path}")
             self.optimizer.load_state_dict(state["optimizer"])
@@ -240,8 +249,10 @@ class Pretrainer:
                 code = self._train(stop)
             finally:
                 self.logger.close()
-        if code == 0 and self.dist.is_main:
-            self._summary()
+        if code == 0:
+            report = self.data.report()  # every rank takes part: it merges their findings
+            if self.dist.is_main:
+                self._summary(report)
         return code
 
     def _train(self, stop: GracefulStop) -> int:
@@ -506,7 +517,7 @@ class Pretrainer:
         for line in lines:
             self.logger.message(line)
 
-    def _summary(self) -> None:
+    def _summary(self, report: str | None) -> None:
         records = [r for r in read_log(self.logger.path) if "loss" in r]
         first = records[0]["loss"] if records else math.nan
         last = records[-1]["loss"] if records else math.nan
@@ -532,7 +543,6 @@ class Pretrainer:
         ]
         if self.nonfinite_steps:
             lines.append(f"skipped {self.nonfinite_steps} steps with a non-finite loss or gradient")
-        report = self.data.report()
         if report:
             lines.append(f"data    {report}")
         lines += [f"{name:16}{path}" for name, path in files if path.exists()]
