@@ -81,6 +81,20 @@ def test_invalid_settings_name_the_problem(changes, message):
         cfg.validate()
 
 
+def test_model_overrides_change_the_keys_they_name_and_keep_the_others():
+    cfg = build_dataclass(PretrainConfig, *with_demo({"model_overrides": ["decoder_depth=3"]}))
+    model = cfg.validate().model_config()
+    demo = DEMO["model_overrides"]
+    assert (model.embed_dim, model.depth, model.decoder_depth) == (
+        demo["embed_dim"],
+        demo["depth"],
+        3,
+    )
+    recipe = {"model": "mae_vit_base_patch16", "model_overrides": {"depth": 6, "img_size": 64}}
+    cfg = build_dataclass(PretrainConfig, recipe, {"model_overrides": ["depth=4"]})
+    assert cfg.model_overrides == {"depth": 4, "img_size": 64}
+
+
 def test_model_overrides_from_flags_take_the_config_s_types():
     cfg = build_dataclass(PretrainConfig, *with_demo({"model_overrides": [
         "img_size=[16,24]", "fusion=false", "fusion_layers=[0,-1]", "mlp_ratio=2"]}))  # fmt: skip

@@ -96,6 +96,8 @@ class AutoencoderConfig:
         h, w = _pair(self.img_size)
         if h < 1 or w < 1:
             raise CrossMAEError(f"image size must be positive, got {h}x{w}")
+        if self.mlp_ratio <= 0:
+            raise CrossMAEError(f"mlp_ratio must be positive, got {self.mlp_ratio}")
         if int(min(self.embed_dim, self.decoder_dim) * self.mlp_ratio) < 1:
             raise CrossMAEError(f"mlp_ratio {self.mlp_ratio} leaves an MLP with no hidden unit")
         if h % self.patch_size or w % self.patch_size:

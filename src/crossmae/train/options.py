@@ -224,7 +224,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def build_dataclass(cls: type[T], *layers: dict[str, Any], source: str = "") -> T:
-    """`cls()` updated by each mapping in turn (YAML, then flags), with types checked."""
+    """`cls()` updated by each mapping in turn (YAML, then flags), with types checked.
+
+    A mapping-valued setting (`model_overrides`) is updated key by key, not replaced: a flag
+    `--model-overrides depth=6` changes the recipe's (or the demo's) model in one setting."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     values: dict[str, Any] = {}
@@ -236,5 +239,8 @@ def build_dataclass(cls: type[T], *layers: dict[str, Any], source: str = "") -> 
                 hint = f" (did you mean {close[0]}?)" if close else ""
                 where = f" in {source}" if source else ""
                 raise CrossMAEError(f"unknown setting {key!r}{where}{hint}")
-            values[name] = coerce(name, value, hints[name])
+            value = coerce(name, value, hints[name])
+            if isinstance(value, dict) and isinstance(values.get(name), dict):
+                value = {**values[name], **value}
+            values[name] = value
     return cls(**values)
