@@ -32,6 +32,14 @@ def test_eval_transform_keeps_small_images_intact(random_image):
     np.testing.assert_allclose(out, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize(("size", "resized"), [(224, 256), (448, 448), (384, 384), (64, 64)])
+def test_eval_resize_is_maes_crop_pct(size, resized):
+    """MAE: crop_pct = 224 / 256 up to 224 px and 1 above (util/datasets.py); below 224 px
+    no margin here (a 32-px image would lose an eighth)."""
+    resize = eval_transform(size).transforms[0]
+    assert resize.size == resized and eval_transform(size).transforms[1].size == (size, size)
+
+
 def test_grey_uses_the_mean_statistics(random_image):
     img = random_image(32, 32, mode="L")
     expected = (np.asarray(img) / 255 - np.mean(IMAGENET_MEAN)) / np.mean(IMAGENET_STD)

@@ -61,14 +61,16 @@ def eval_transform(
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
 ) -> T.Compose:
-    """Resize the short side to size / 0.875 (bicubic) and center-crop; small images: no margin.
+    """Resize the short side (bicubic) and center-crop: to 224 / 0.875 = 256 then 224 at
+    224 px, with no margin above it, as MAE evaluates (its `crop_pct` is 1 above 224 px),
+    and none below it either (small images such as CIFAR's would lose an eighth).
 
     Resizing the short side to the longer target side means the crop always fits,
     whatever the image's and the target's aspect ratios.
     """
     mean, std = channel_stats(mean, std, in_chans)
     height, width = size_pair(img_size)
-    fraction = EVAL_CROP_FRACTION if min(height, width) >= 224 else 1.0
+    fraction = EVAL_CROP_FRACTION if min(height, width) >= 224 >= max(height, width) else 1.0
     steps = [T.Grayscale(1)] if in_chans == 1 else []
     return T.Compose([
         *steps,
