@@ -62,6 +62,7 @@ def test_defaults_are_not_shared_between_instances():
     [
         ("epochs", "ten", "--epochs is not a valid N, got 'ten'"),
         ("epochs", 2.5, "--epochs must be a whole number"),
+        ("epochs", "1.5e0", "--epochs must be a whole number"),  # was cut to 1
         ("compile", "maybe", "--compile must be true or false"),
         ("precision", "fp8", "--precision must be one of bf16, fp32"),
         ("epochs", None, "--epochs needs a value"),
@@ -73,6 +74,11 @@ def test_bad_values_name_the_setting(name, value, message):
              "overrides": dict[str, Any]}  # fmt: skip
     with pytest.raises(CrossMAEError, match=message.replace("[", r"\[")):
         coerce(name, value, hints[name])
+
+
+def test_whole_numbers_in_e_notation_are_read():
+    assert coerce("samples_per_epoch", "1.28e6", int) == 1_280_000
+    assert coerce("epochs", "2E1", int) == 20
 
 
 def test_unknown_yaml_key_is_named(tmp_path):

@@ -148,9 +148,11 @@ def coerce(name: str, value: Any, tp: Any, flag: str | None = None) -> Any:
         if base is bool:
             return _to_bool(value)
         if base is int:
+            if isinstance(value, str) and "e" in value.lower():  # 1e5 samples per epoch
+                value = float(value)
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError("must be a whole number")
-            return int(float(value)) if isinstance(value, str) and "e" in value else int(value)
+            return int(value)
         if base is float:
             if isinstance(value, bool):
                 raise ValueError("must be a number")
