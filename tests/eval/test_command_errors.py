@@ -62,6 +62,9 @@ def test_bad_settings(capsys, authors, tmp_path):
     config.write_text("layer_decy: 0.7\n")
     err = _fails(capsys, "finetune", "--config", config, "--checkpoint", authors)
     assert "unknown setting 'layer_decy'" in err
+    for policy in ("foo", "rand-m9-x5"):  # timm asserts on both
+        err = _fails(capsys, "finetune", "--checkpoint", authors, "--auto-augment", policy)
+        assert f"--auto-augment '{policy}' is not a timm RandAugment policy" in err
 
 
 @pytest.mark.parametrize("command", ["finetune", "linprobe"])

@@ -18,6 +18,7 @@ from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
 from crossmae.data.transforms import IMAGENET_MEAN, IMAGENET_STD, channel_stats, size_pair
+from crossmae.errors import CrossMAEError
 
 RECIPE_MIN_SIZE = 224
 
@@ -80,6 +81,19 @@ def finetune_transform(
     if re_prob > 0:
         steps.append(RandomErasing(re_prob, mode="pixel", max_count=1, device="cpu"))
     return _pillow_safe(T.Compose(steps))
+
+
+def check_policy(policy: str) -> None:
+    """Refuse, in one sentence, a RandAugment policy that timm cannot build."""
+    try:
+        if not policy.startswith("rand"):
+            raise ValueError("it does not start with 'rand'")
+        rand_augment_transform(policy, {"translate_const": 100})
+    except (AssertionError, ValueError, KeyError, IndexError) as err:
+        raise CrossMAEError(
+            f"--auto-augment {policy!r} is not a timm RandAugment policy such as "
+            f"rand-m9-mstd0.5-inc1 ({err or type(err).__name__}); none turns it off"
+        ) from None
 
 
 def probe_transform(

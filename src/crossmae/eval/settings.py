@@ -158,6 +158,10 @@ class FinetuneSettings(TrainedSettings):
             raise CrossMAEError("--layer-decay must be in (0, 1] and --ema-decay in (0, 1)")
         if self.clip_grad is not None and self.clip_grad <= 0:
             raise CrossMAEError(f"--clip-grad must be positive, got {self.clip_grad}")
+        if self.auto_augment:
+            from crossmae.eval.augment import check_policy  # timm: imported when needed
+
+            check_policy(self.auto_augment)
         return self
 
 
