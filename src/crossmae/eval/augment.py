@@ -8,14 +8,17 @@ already tiny image, so a padded random crop takes its place, as usual for CIFAR.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
+import torch
 from PIL import Image
 from timm.data import create_transform
 from timm.data.auto_augment import posterize, rand_augment_transform
 from timm.data.random_erasing import RandomErasing
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
 
 from crossmae.data.transforms import IMAGENET_MEAN, IMAGENET_STD, channel_stats, size_pair
 from crossmae.errors import CrossMAEError
@@ -108,9 +111,29 @@ def probe_transform(
     grey = [T.Grayscale(1)] if in_chans == 1 else []
     if min(size) >= RECIPE_MIN_SIZE:
         crop = [
-            T.RandomResizedCrop(size, interpolation=InterpolationMode.BICUBIC),
+            OneDrawResizedCrop(size, interpolation=InterpolationMode.BICUBIC),
             T.RandomHorizontalFlip(),
         ]
     else:
         crop = _small_crop(size)
     return T.Compose([*grey, *crop, T.ToTensor(), T.Normalize(mean, std)])
+
+
+class OneDrawResizedCrop(T.RandomResizedCrop):
+    """The crop of MAE's linear probe (its `util/crop.py`, after BYOL's TF code): one draw of
+    area and aspect ratio, the box clipped to the image, where torchvision's redraws up to
+    ten times and then falls back to a centre crop. Boxes differ, so do the numbers."""
+
+    @staticmethod
+    def get_params(
+        img: torch.Tensor | Image.Image, scale: Sequence[float], ratio: Sequence[float]
+    ) -> tuple[int, int, int, int]:
+        width, height = TF.get_image_size(img)
+        area = height * width * torch.empty(1).uniform_(scale[0], scale[1]).item()
+        log_low, log_high = math.log(ratio[0]), math.log(ratio[1])
+        aspect = math.exp(torch.empty(1).uniform_(log_low, log_high).item())
+        w = max(1, min(round(math.sqrt(area * aspect)), width))
+        h = max(1, min(round(math.sqrt(area / aspect)), height))
+        top = int(torch.randint(0, height - h + 1, size=(1,)).item())
+        left = int(torch.randint(0, width - w + 1, size=(1,)).item())
+        return top, left, h, w
