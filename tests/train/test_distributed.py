@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import torch
 
 from crossmae.cli import main
 from crossmae.train.checkpointing import load_training_state
+from crossmae.train.distributed import StopVote
 
 
 def curve(run_dir) -> list[float]:
@@ -74,3 +76,45 @@ def test_a_run_without_fsdp_resumes_under_fsdp_and_reports_every_ranks_bad_image
     assert state["global_step"] == 2 * 72 // 8
     adam = state["optimizer"]["state"]["encoder.patch_embed.proj.weight"]
     assert int(adam["step"]) == 18  # 3 steps before the resume, carried over: not 15
+
+
+def _vote(rank: int, world_size: int, init: str, results) -> None:
+    torch.distributed.init_process_group("gloo", init_method=init, rank=rank,
+                                         world_size=world_size)  # fmt: skip
+    vote = StopVote()
+    seen = [vote(rank == 1 and step == 3) for step in range(6)]  # rank 1 is signalled at 3
+    vote.close()
+    torch.distributed.destroy_process_group()
+    results[rank] = seen
+
+
+def test_the_stop_vote_stops_every_rank_one_step_after_any_is_signalled(tmp_path):
+    results = torch.multiprocessing.Manager().dict()
+    init = f"file://{tmp_path / 'rendezvous'}"
+    torch.multiprocessing.spawn(_vote, args=(2, init, results), nprocs=2)
+    expected = [False, False, False, False, True, False]
+    assert results[0] == expected and results[1] == expected
+
+
+@pytest.mark.slow
+def test_under_torchrun_sigterm_stops_between_log_steps(tiny, write_images, tmp_path, crossmae_env):
+    """Ranks used to agree only at log steps (or epoch ends: step 200 here), which a
+    scheduler's grace period may not reach."""
+    write_images(tmp_path / "images" / "train", 400)
+    out = tmp_path / "run"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc_per_node=2", "-m", "crossmae", "pretrain"]  # fmt: skip
+    process = subprocess.Popen(
+        [*torchrun, *tiny, "--data", str(tmp_path / "images"), "--batch-size", "1",
+         "--in-memory", "false", "--epochs", "5", "--warmup-epochs", "0",
+         "--log-every", "1000", "--output-dir", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=crossmae_env,
+    )  # fmt: skip
+    for line in process.stdout:
+        if "step 1/1000" in line:  # the first step's log line
+            process.send_signal(signal.SIGTERM)
+            break
+    rest = process.stdout.read()
+    process.wait(timeout=120)
+    assert "stopped by SIGTERM at epoch 1" in rest, rest
+    assert load_training_state(out / "checkpoint.pth")["global_step"] < 100

@@ -97,6 +97,37 @@ def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
     return out
 
 
+class StopVote:
+    """Whether any rank has been asked to stop, agreed on every step without waiting.
+
+    Each call starts a max-reduce of this rank's flag over a CPU (gloo) group and returns the
+    result of the call before, which has long arrived: the ranks stop together one step after
+    a signal reaches any of them, and no GPU work is waited for. Every rank must call it once
+    per step, and `close` before leaving the process group.
+    """
+
+    def __init__(self) -> None:
+        self._group = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+        self._flag = torch.zeros(1)
+        self._pending: dist.Work | None = None
+
+    def __call__(self, stop: bool) -> bool:
+        agreed = False
+        if self._pending is not None:
+            self._pending.wait()
+            agreed = bool(self._flag[0])
+        self._flag = torch.tensor([float(stop)])
+        self._pending = dist.all_reduce(
+            self._flag, op=dist.ReduceOp.MAX, group=self._group, async_op=True
+        )
+        return agreed
+
+    def close(self) -> None:
+        if self._pending is not None:
+            self._pending.wait()
+            self._pending = None
+
+
 def broadcast_object(obj: object) -> object:
     """Rank 0's `obj` on every process (e.g. a run directory named by rank 0's clock)."""
     if not (dist.is_initialized() and dist.get_world_size() > 1):

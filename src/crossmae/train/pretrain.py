@@ -29,6 +29,7 @@ from crossmae.train.config import PretrainConfig, with_demo
 from crossmae.train.data import TrainingData, open_training_data
 from crossmae.train.distributed import (
     DistInfo,
+    StopVote,
     all_reduce_max,
     all_reduce_mean,
     broadcast_object,
@@ -154,6 +155,7 @@ class Pretrainer:
             initial_step=self.global_step, tensorboard=cfg.tensorboard,
         )  # fmt: skip
         self.resumed_from = resumed_from
+        self.stop_vote = StopVote() if dist.distributed else None
 
     # ----- setup ---------------------------------------------------------------------------
 
@@ -248,6 +250,8 @@ class Pretrainer:
             try:
                 code = self._train(stop)
             finally:
+                if self.stop_vote is not None:
+                    self.stop_vote.close()
                 self.logger.close()
         if code == 0:
             report = self.data.report()  # every rank takes part: it merges their findings
@@ -282,7 +286,8 @@ class Pretrainer:
         return 0
 
     def _stop_requested(self, stop: GracefulStop) -> bool:
-        """Log when due; True when a signal asks to stop (agreed by all ranks at log steps)."""
+        """Log when due; True when a signal asks to stop (under torchrun: any rank, agreed
+        by all one step later, see `StopVote`)."""
         log_due = (
             self.global_step % self.cfg.log_every == 0
             or self.step_in_epoch == self.steps_per_epoch
@@ -290,9 +295,9 @@ class Pretrainer:
         )
         if log_due:
             self._log_progress()
-        if not self.dist.distributed:
+        if self.stop_vote is None:
             return stop.requested is not None
-        return log_due and self._any_rank(stop.requested is not None)
+        return self.stop_vote(stop.requested is not None)
 
     def _loss(self, images: torch.Tensor) -> torch.Tensor:
         if self.figure_count < RECONSTRUCTION_IMAGES:
@@ -315,9 +320,6 @@ class Pretrainer:
 
     def _reached_max_steps(self) -> bool:
         return self.cfg.max_steps is not None and self.global_step >= self.cfg.max_steps
-
-    def _any_rank(self, flag: bool) -> bool:
-        return bool(all_reduce_max(torch.tensor(float(flag), device=self.device)).item())
 
     # ----- metrics (device tensors between log steps: no host sync in the step) -----------
 
