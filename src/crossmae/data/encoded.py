@@ -7,10 +7,11 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Dataset, Subset, default_collate
+from torch.utils.data import Dataset, default_collate
 
 from crossmae.data.decode import DEFAULT_MAX_PIXELS, ImageSkipped, decode_image, image_mode
 from crossmae.data.skips import ItemStatus, WarnOnce, format_report
+from crossmae.data.subset import underlying
 from crossmae.errors import CrossMAEError
 
 
@@ -100,9 +101,7 @@ class EncodedImages(Dataset):
 
 def without_stand_ins(dataset: Dataset) -> Dataset:
     """`dataset` (or the set under its Subset wrappers) with bad items as None, not replaced."""
-    base = dataset
-    while isinstance(base, Subset):
-        base = base.dataset
+    base = underlying(dataset)
     if isinstance(base, EncodedImages):
         base.replace_bad = False
     return dataset

@@ -33,3 +33,10 @@ def random_subset(dataset: Dataset, count: int | None, seed: int, what: str) -> 
         return dataset
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))  # type: ignore[arg-type]
     return ImageSubset(dataset, sorted(order[:count].tolist()))
+
+
+def underlying(dataset: Dataset) -> Dataset:
+    """The data set under any Subset wrappers (which hold the items' decoding state)."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return dataset

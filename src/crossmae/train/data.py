@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from crossmae.data import InMemoryImages, eval_transform, open_image_dataset, pretrain_transform
 from crossmae.data.skips import ItemStatus
-from crossmae.data.subset import random_subset
+from crossmae.data.subset import random_subset, underlying
 from crossmae.data.transforms import size_pair
 from crossmae.errors import CrossMAEError
 from crossmae.models.config import AutoencoderConfig
@@ -42,17 +42,11 @@ class TrainingData:
         set are merged first (each rank decodes only its share). Tar shards report this
         rank's share.
         """
-        status = getattr(_unwrapped(self.dataset), "status", None)
+        status = getattr(underlying(self.dataset), "status", None)
         if isinstance(status, ItemStatus):
             status.merge(all_reduce_max)
         report = getattr(self.dataset, "report", None)
         return report() if report else None
-
-
-def _unwrapped(dataset: Dataset) -> Dataset:
-    while isinstance(dataset, Subset):
-        dataset = dataset.dataset
-    return dataset
 
 
 def open_training_data(
