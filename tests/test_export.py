@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from crossmae import create_model, load_model, save_model
+from crossmae import CrossMAEError, create_model, load_model, save_model
 from crossmae.cli import main
 
 from conftest import REFERENCE_DIR
@@ -64,14 +64,22 @@ def test_safetensors_model_round_trip(tmp_path):
 def test_foreign_safetensors_is_refused(tmp_path):
     from safetensors.torch import save_file
 
-    from crossmae import CrossMAEError
-
     save_file({"w": torch.randn(2)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(CrossMAEError, match="no crossmae model config"):
         load_model(tmp_path / "other.safetensors")
     (tmp_path / "torn.safetensors").write_bytes(b"\x00" * 20)
     with pytest.raises(CrossMAEError, match="not a readable safetensors"):
         load_model(tmp_path / "torn.safetensors")
+    metadata = {"format": "crossmae", "model_config": "{not json"}
+    save_file({"w": torch.randn(2)}, str(tmp_path / "damaged.safetensors"), metadata=metadata)
+    with pytest.raises(CrossMAEError, match="damaged model config"):
+        load_model(tmp_path / "damaged.safetensors")
+
+
+def test_a_timm_export_read_back_says_what_it_is(tmp_path, capsys):
+    _export(REFERENCE_DIR / "mae_npl.checkpoint.pth", tmp_path, capsys)
+    with pytest.raises(CrossMAEError, match=r"exported for timm \(timm.create_model\('vit_"):
+        load_model(tmp_path / "encoder.safetensors")
 
 
 @pytest.mark.parametrize("fmt", ["timm", "safetensors"])

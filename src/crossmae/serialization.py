@@ -49,8 +49,21 @@ def safe_torch_load(path: str | Path) -> Any:
         ) from None
 
 
+def check_tensor_dict(state_dict: Any, what: str) -> None:
+    """A state dict read from a file maps names to tensors; anything else is one sentence."""
+    if not isinstance(state_dict, dict):
+        raise CrossMAEError(f"{what} holds a {type(state_dict).__name__}, not a state dict")
+    for name, value in state_dict.items():
+        if not isinstance(name, str) or not isinstance(value, torch.Tensor):
+            raise CrossMAEError(
+                f"{what} is not a state dict: its entry {name!r} holds "
+                f"{type(value).__name__}, not a tensor"
+            )
+
+
 def check_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], what: str) -> None:
     """Raise CrossMAEError naming the first missing, unexpected or mis-shaped parameter."""
+    check_tensor_dict(state_dict, what)
     expected = model.state_dict()
     for name, tensor in expected.items():
         if name not in state_dict:

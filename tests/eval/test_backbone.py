@@ -15,6 +15,7 @@ from crossmae.eval.backbone import (
     load_backbone,
     load_encoder,
 )
+from crossmae.models.checkpoint import save_safetensors
 
 from conftest import REFERENCE_DIR
 
@@ -61,6 +62,17 @@ def test_our_checkpoint_and_a_new_resolution(tmp_path):
     assert {"head.weight", "head.bias"} <= set(report.fresh)
     torch.testing.assert_close(vit.blocks[1].mlp.fc1.weight, model.encoder.blocks[1].mlp.fc1.weight)
     assert vit(torch.randn(2, 3, 64, 32)).shape == (2, 5)
+
+
+def test_our_safetensors_export_is_a_backbone(tmp_path):
+    model = crossmae.create_model("crossmae_vit_tiny_patch4_32", depth=2, decoder_depth=2)
+    save_safetensors(tmp_path / "ours.safetensors", model)
+    backbone = load_backbone(tmp_path / "ours.safetensors")
+    assert "CrossMAE (fusion, prediction ratio 0.25) pretraining checkpoint" in backbone.description
+    vit = build_vit(backbone.arch, num_classes=3)
+    load_encoder(vit, backbone)
+    qkv = model.encoder.blocks[1].attn.qkv.weight
+    torch.testing.assert_close(vit.blocks[1].attn.qkv.weight, qkv)
 
 
 def test_classifier_checkpoint_round_trip(tmp_path):

@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
+import crossmae
 from crossmae import CrossMAEError, load_official_checkpoint
 from crossmae.models.autoencoder import MaskedAutoencoder
+from crossmae.models.checkpoint import model_checkpoint
 from crossmae.models.official import config_from_official_args, convert_official_state_dict
-from crossmae.serialization import check_state_dict
+from crossmae.serialization import check_state_dict, safe_torch_load
 
 from conftest import REFERENCE_DIR
 
@@ -161,3 +163,83 @@ def test_architecture_mismatch_names_parameter_and_shapes(tmp_path):
     torch.save(ckpt, tmp_path / "bad.pth")
     with pytest.raises(CrossMAEError, match=r"decoder\.pred\.weight.*\(10, 32\).*\(48, 32\)"):
         load_official_checkpoint(tmp_path / "bad.pth")
+
+
+def _hub_release(case: str, folder: Path) -> argparse.Namespace:
+    """A fixture as the authors' util/hf_hub.py publishes it: their weights as
+    model.safetensors (metadata {'format': 'pt'}) and their constructor's kwargs in config.json."""
+    from safetensors.torch import save_file
+
+    ckpt = torch.load(REFERENCE_DIR / f"{case}.checkpoint.pth", weights_only=False)
+    folder.mkdir()
+    state = {k: v.contiguous() for k, v in ckpt["model"].items()}
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    a, arch = ckpt["args"], ckpt["args"].arch
+    config = {
+        "img_size": arch["img"], "patch_size": arch["patch"], "embed_dim": arch["dim"],
+        "depth": arch["depth"], "num_heads": arch["heads"], "decoder_embed_dim": arch["ddim"],
+        "decoder_depth": arch["ddepth"], "decoder_num_heads": arch["dheads"], "mlp_ratio": 4,
+        "norm_pix_loss": a.norm_pix_loss, "weight_fm": a.weight_fm, "use_fm": a.use_fm,
+        "use_input": a.use_input, "self_attn": a.self_attn,
+    }  # fmt: skip
+    (folder / "config.json").write_text(json.dumps(config))
+    return a
+
+
+@pytest.mark.parametrize("case", ["crossmae_wfm_input_pr025", "crossmae_wfm_selfattn_pr050"])
+def test_authors_hub_release_loads_and_matches_their_output(case, tmp_path):
+    args = _hub_release(case, tmp_path / "hub")
+    model = crossmae.load_model(tmp_path / "hub")  # the folder a hub download gives
+    assert model.config.prediction_ratio == model.config.mask_ratio  # the hub records no γ
+    # with the fixture's masking, the function is the authors'
+    fixed = MaskedAutoencoder(
+        model.config.replace(mask_ratio=args.mask_ratio, prediction_ratio=args.kept_mask_ratio)
+    )
+    fixed.load_state_dict(model.state_dict())
+    io = safe_torch_load(REFERENCE_DIR / f"{case}.io.pt")
+    with torch.no_grad():
+        out = fixed(io["imgs"], noise=io["noise"])
+    torch.testing.assert_close(out.pred, io["pred"], rtol=1e-5, atol=2e-6)
+    torch.testing.assert_close(out.loss, io["loss"], rtol=1e-5, atol=1e-6)
+
+
+def test_hub_release_without_its_config_or_weights_is_one_sentence(tmp_path):
+    _hub_release("crossmae_wfm_pr075", tmp_path / "hub")
+    (tmp_path / "hub" / "config.json").write_text("{not json")
+    with pytest.raises(CrossMAEError, match="damaged model config"):
+        crossmae.load_model(tmp_path / "hub")
+    (tmp_path / "hub" / "config.json").unlink()
+    with pytest.raises(CrossMAEError, match=r"no config\.json beside it"):
+        crossmae.load_model(tmp_path / "hub" / "model.safetensors")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CrossMAEError, match=r"folder without a model\.safetensors"):
+        crossmae.load_model(tmp_path / "empty")
+
+
+def _ours() -> dict:
+    model = crossmae.create_model("crossmae_vit_tiny_patch4_32", depth=2, decoder_depth=2)
+    return model_checkpoint(model)
+
+
+def _authors(**args) -> dict:
+    return {"model": {"decoder_pred.weight": torch.randn(2)}, "args": argparse.Namespace(**args)}
+
+
+@pytest.mark.parametrize(
+    ("ckpt", "message"),
+    [
+        (lambda: _ours() | {"model_config": None}, "unusable model config"),
+        (lambda: _ours() | {"model": dict.fromkeys(_ours()["model"], 0)}, "holds int, not a"),
+        (lambda: {"model": {0: torch.zeros(1), "decoder_pred.weight": torch.zeros(1)}},
+         "entry 0 holds Tensor"),
+        (lambda: {"model": {"patch_embed.proj.weight": torch.randn(192, 48),
+                            "pos_embed": torch.randn(1, 65, 192)}}, "not the .* convolution"),
+        (lambda: _authors(arch={"img": 32}), r"args do not describe a model \(no 'patch'\)"),
+        (lambda: _authors(model="mae_vit_base_patch16", cross_mae=True, use_fm=-1),
+         "args do not describe a model"),
+    ],
+)  # fmt: skip
+def test_damaged_or_foreign_checkpoints_are_one_sentence(ckpt, message, tmp_path):
+    torch.save(ckpt(), tmp_path / "bad.pth")
+    with pytest.raises(CrossMAEError, match=message):
+        crossmae.load_model(tmp_path / "bad.pth")

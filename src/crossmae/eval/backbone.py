@@ -21,7 +21,7 @@ from crossmae.errors import CrossMAEError
 from crossmae.eval.pos_embed import resample_pos_embed
 from crossmae.models.autoencoder import MaskedAutoencoder
 from crossmae.models.checkpoint import FORMAT as AUTOENCODER_FORMAT
-from crossmae.models.checkpoint import model_from_checkpoint
+from crossmae.models.checkpoint import load_model, model_from_checkpoint
 from crossmae.models.config import AutoencoderConfig
 from crossmae.models.official import load_official_checkpoint
 from crossmae.serialization import safe_torch_load
@@ -127,6 +127,8 @@ def _backbone_from_module(model: nn.Module, origin: str, path: Path) -> Backbone
 def load_backbone(path: str | Path) -> Backbone:
     """Read a checkpoint of ours (pretraining or fine-tuned) or of the authors' (MAE, CrossMAE)."""
     path = Path(path)
+    if path.suffix == ".safetensors" or path.is_dir():  # ours, or the authors' hub release
+        return _backbone_from_module(load_model(path), "safetensors", path)
     ckpt = safe_torch_load(path)
     fmt = ckpt.get("format") if isinstance(ckpt, dict) else None
     if fmt == CLASSIFIER_FORMAT:

@@ -11,7 +11,7 @@ from torch import nn
 from crossmae.errors import CrossMAEError
 from crossmae.models.autoencoder import MaskedAutoencoder
 from crossmae.models.config import AutoencoderConfig
-from crossmae.models.official import load_official_checkpoint
+from crossmae.models.official import load_hub_checkpoint, load_official_checkpoint
 from crossmae.serialization import (
     atomic_save_safetensors,
     atomic_torch_save,
@@ -38,7 +38,10 @@ def save_model(path: str | Path, model: MaskedAutoencoder, **extra: Any) -> None
 
 def model_from_checkpoint(ckpt: dict[str, Any], what: str) -> MaskedAutoencoder:
     """Rebuild and strictly load a model from a dict made by `model_checkpoint`."""
-    config = AutoencoderConfig.from_dict(ckpt["model_config"])
+    try:
+        config = AutoencoderConfig.from_dict(ckpt["model_config"]).validate()
+    except CrossMAEError as err:
+        raise CrossMAEError(f"{what} holds an unusable model config: {err}") from None
     model = MaskedAutoencoder(config)
     load_state_dict_strict(model, ckpt["model"], what)
     return model
@@ -51,7 +54,8 @@ def save_safetensors(path: str | Path, model: MaskedAutoencoder) -> None:
     atomic_save_safetensors(state, path, metadata)
 
 
-def _load_safetensors(path: Path) -> MaskedAutoencoder:
+def _load_safetensors(path: Path) -> nn.Module:
+    """Ours (the config in the metadata), or the authors' hub release (config.json beside)."""
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
@@ -61,15 +65,40 @@ def _load_safetensors(path: Path) -> MaskedAutoencoder:
         state = load_file(str(path))
     except (SafetensorError, OSError) as err:
         raise CrossMAEError(f"{path} is not a readable safetensors file: {err}") from None
-    if metadata.get("format") != FORMAT or "model_config" not in metadata:
-        raise CrossMAEError(f"{path} holds no crossmae model config (written by another tool?)")
-    ckpt = {"model_config": json.loads(metadata["model_config"]), "model": state}
-    return model_from_checkpoint(ckpt, f"checkpoint {path}")
+    if metadata.get("format") == FORMAT and "model_config" in metadata:
+        ckpt = {"model_config": _json(metadata["model_config"], path), "model": state}
+        return model_from_checkpoint(ckpt, f"checkpoint {path}")
+    if "timm_model" in metadata:
+        raise CrossMAEError(
+            f"{path} is an encoder exported for timm (timm.create_model("
+            f"{metadata['timm_model']!r}, ...) loads it); use the checkpoint it came from here"
+        )
+    hub_config = path.with_name("config.json")
+    if "decoder_pred.weight" in state and hub_config.is_file():
+        return load_hub_checkpoint(
+            state, _json(hub_config.read_text(errors="replace"), hub_config), f"checkpoint {path}"
+        )
+    raise CrossMAEError(
+        f"{path} holds no crossmae model config, and no config.json beside it describes the "
+        "authors' model (written by another tool?)"
+    )
+
+
+def _json(text: str, source: Path) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise CrossMAEError(f"{source} has a damaged model config (not JSON)") from None
 
 
 def load_model(path: str | Path) -> nn.Module:
-    """Any checkpoint: ours (.pth or .safetensors -> MaskedAutoencoder) or the authors'."""
+    """Any checkpoint: ours (.pth or .safetensors -> MaskedAutoencoder) or the authors' (their
+    .pth files, or a folder or model.safetensors of their Hugging Face release)."""
     path = Path(path)
+    if path.is_dir():
+        if not (path / "model.safetensors").is_file():
+            raise CrossMAEError(f"{path} is a folder without a model.safetensors, not a checkpoint")
+        path = path / "model.safetensors"
     if path.suffix == ".safetensors" and path.is_file():
         return _load_safetensors(path)
     ckpt = safe_torch_load(path)

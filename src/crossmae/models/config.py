@@ -53,7 +53,8 @@ class AutoencoderConfig:
     prediction_ratio: float = 0.75
     norm_pix_loss: bool = True
     fusion: bool = True
-    # Encoder blocks (0-based, negative from the end) the fusion reads; None means all.
+    # Encoder blocks (0-based, negative from the end) the fusion reads; None means all, and
+    # so does [-1] alone, as the authors' `--use_fm -1` (the last block alone is [depth - 1]).
     fusion_layers: list[int] | None = None
     fusion_input: bool = True
     fusion_weights: Literal["linear", "softmax"] = "linear"
@@ -203,6 +204,8 @@ class AutoencoderConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AutoencoderConfig:
+        if not isinstance(data, dict):
+            raise CrossMAEError(f"a model config is a dict, not a {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:

@@ -17,7 +17,7 @@ from crossmae.errors import CrossMAEError
 from crossmae.models.autoencoder import MaskedAutoencoder
 from crossmae.models.config import AutoencoderConfig
 from crossmae.models.registry import VIT_SIZES
-from crossmae.serialization import load_state_dict_strict, safe_torch_load
+from crossmae.serialization import check_tensor_dict, load_state_dict_strict, safe_torch_load
 
 # Authors' name prefix -> ours; the encoder keeps timm's names under `encoder.`.
 _RENAMES = (
@@ -89,7 +89,14 @@ def _decoder_depth_of(state_dict: dict[str, torch.Tensor]) -> int | None:
 
 def config_from_official_args(args: Any, state_dict: dict[str, torch.Tensor]) -> AutoencoderConfig:
     """Rebuild the architecture and objective from the authors' `args`."""
-    a = _args_dict(args)
+    try:
+        return _config_from_args(_args_dict(args), state_dict)
+    except (KeyError, TypeError, ValueError) as err:
+        what = f"no {err}" if isinstance(err, KeyError) else str(err)
+        raise CrossMAEError(f"the checkpoint's args do not describe a model ({what})") from None
+
+
+def _config_from_args(a: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> AutoencoderConfig:
     cross = bool(a.get("cross_mae", False))
     arch = a.get("arch")
     if isinstance(arch, dict):
@@ -128,10 +135,44 @@ def config_from_official_args(args: Any, state_dict: dict[str, torch.Tensor]) ->
         }
     else:
         fields |= {"decoder": "mae", "prediction_ratio": mask_ratio}
-    try:
-        return AutoencoderConfig(**fields).validate()
-    except TypeError as err:
-        raise CrossMAEError(f"the checkpoint's args do not describe a model: {err}") from None
+    return AutoencoderConfig(**fields).validate()
+
+
+# The authors' Hugging Face releases (their util/hf_hub.py) are a model.safetensors with
+# their parameter names beside a config.json of their MaskedAutoencoderViT's keyword
+# arguments; an argument left out takes that class's default.
+_HUB_DEFAULTS: dict[str, Any] = {
+    "img_size": 224, "patch_size": 16, "embed_dim": 1024, "depth": 24, "num_heads": 16,
+    "decoder_embed_dim": 512, "decoder_depth": 8, "decoder_num_heads": 16, "mlp_ratio": 4.0,
+    "norm_pix_loss": False, "weight_fm": False, "use_fm": [-1], "use_input": False,
+    "self_attn": False,
+}  # fmt: skip
+
+
+def args_from_hub_config(config: Any) -> dict[str, Any]:
+    """The authors' hub config.json -> the `args` of their training checkpoints.
+
+    The hub config records no masking: it loads with p = 0.75 and γ = p (every masked patch
+    decoded), which `dataclasses.replace` on `model.config` can change.
+    """
+    if not isinstance(config, dict):
+        raise CrossMAEError(f"the hub config is a {type(config).__name__}, not a JSON object")
+    c = _HUB_DEFAULTS | config
+    arch = {
+        "img": c["img_size"], "patch": c["patch_size"], "dim": c["embed_dim"],
+        "depth": c["depth"], "heads": c["num_heads"], "ddim": c["decoder_embed_dim"],
+        "ddepth": c["decoder_depth"], "dheads": c["decoder_num_heads"], "mlp": c["mlp_ratio"],
+    }  # fmt: skip
+    switches = ("norm_pix_loss", "weight_fm", "use_fm", "use_input", "self_attn")
+    return {"cross_mae": True, "arch": arch, **{k: c[k] for k in switches}}
+
+
+def load_hub_checkpoint(state_dict: dict[str, Any], config: Any, what: str) -> MaskedAutoencoder:
+    """A CrossMAE from the authors' Hugging Face release: weights and their config.json."""
+    check_tensor_dict(state_dict, what)
+    model = MaskedAutoencoder(config_from_official_args(args_from_hub_config(config), state_dict))
+    load_state_dict_strict(model, convert_official_state_dict(state_dict), what)
+    return model
 
 
 def _encoder_only_model(args: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> nn.Module:
@@ -142,6 +183,11 @@ def _encoder_only_model(args: dict[str, Any], state_dict: dict[str, torch.Tensor
     if "patch_embed.proj.weight" not in state_dict or "pos_embed" not in state_dict:
         raise CrossMAEError("the checkpoint holds neither an autoencoder nor a ViT encoder")
     weight = state_dict["patch_embed.proj.weight"]
+    if weight.ndim != 4:
+        raise CrossMAEError(
+            f"the checkpoint's patch embedding has shape {tuple(weight.shape)}, not the "
+            "(width, channels, patch, patch) of a ViT's convolution"
+        )
     dim, in_chans, patch = int(weight.shape[0]), int(weight.shape[1]), int(weight.shape[2])
     depth = len({k.split(".")[1] for k in state_dict if k.startswith("blocks.")})
     # Without args.model the width names the size (ViT-H: 1280 wide, 16 heads, not 20); the
@@ -187,6 +233,7 @@ def load_official_checkpoint(path: str | Path) -> nn.Module:
     state_dict = ckpt.get("model", ckpt)
     if not isinstance(state_dict, dict):
         raise CrossMAEError(f"{path} has no state dict under 'model'")
+    check_tensor_dict(state_dict, str(path))
     args = _args_dict(ckpt.get("args"))
     state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
     if "decoder_pred.weight" not in state_dict:
