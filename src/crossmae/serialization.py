@@ -23,8 +23,9 @@ SAFE_GLOBALS = [argparse.Namespace]
 COPY_CHUNK_BYTES = 16 * 2**20
 
 
-def safe_torch_load(path: str | Path) -> Any:
-    """`torch.load(weights_only=True)` allowing only argparse.Namespace; clear errors otherwise."""
+def safe_torch_load(path: str | Path, mmap: bool = False) -> Any:
+    """`torch.load(weights_only=True)` allowing only argparse.Namespace; clear errors otherwise.
+    `mmap` maps the tensors instead of reading them (for a look at a file's small entries)."""
     path = Path(path)
     if not path.is_file():
         raise CrossMAEError(f"checkpoint {path} does not exist")
@@ -33,7 +34,7 @@ def safe_torch_load(path: str | Path) -> Any:
             # a plain pickle of a newer protocol is read (or refused) all the same; torch's
             # warning about it would only bury our one sentence
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
         if found is None:

@@ -31,6 +31,16 @@ def test_from_dataset_decodes_once_exactly():
         assert np.array_equal(data.images[i].permute(1, 2, 0).numpy(), np.asarray(demo[i][0]))
 
 
+def test_from_dataset_leaves_the_global_generator_alone():
+    """Pretraining seeds, loads the data, then builds the model: a draw here changed the
+    initial weights with the data path (in memory or not)."""
+    torch.manual_seed(0)
+    InMemoryImages.from_dataset(open_image_dataset(None, "test"), 8, device="cpu")
+    after = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(after, torch.rand(3))
+
+
 def test_from_dataset_fits_other_sizes_and_grey(tmp_path, random_image, encode):
     for i, (h, w) in enumerate([(40, 24), (24, 40), (16, 16)]):
         (tmp_path / f"{i}.png").write_bytes(encode(random_image(h, w), "PNG"))

@@ -68,13 +68,26 @@ def test_a_model_only_checkpoint_cannot_be_resumed(tmp_path):
         ckpt.load_training_state(tmp_path / "m.pth")
 
 
-def test_latest_checkpoint_is_the_newest(tmp_path):
+def _save_at(path, global_step):
+    model, optimizer = _trained_pair()
+    ckpt.save_training_state(path, model, optimizer.state_dict(), epoch=0, step_in_epoch=0,
+                             global_step=global_step, config={})  # fmt: skip
+
+
+def test_latest_checkpoint_is_the_one_furthest_along_whatever_the_file_times(tmp_path):
     assert ckpt.latest_checkpoint(tmp_path) is None
-    for name in (ckpt.epoch_checkpoint_name(20), ckpt.LATEST):
-        torch.save({}, tmp_path / name)
-    assert ckpt.latest_checkpoint(tmp_path).name == ckpt.LATEST
+    kept, latest = tmp_path / ckpt.epoch_checkpoint_name(1), tmp_path / ckpt.LATEST
+    _save_at(kept, 8)
+    _save_at(latest, 28)
+    os.utime(latest, ns=(1, 1))  # copied file by file, as a download does: times lost
+    assert ckpt.latest_checkpoint(tmp_path) == latest
     (tmp_path / ".checkpoint.pth.tmp").write_bytes(b"torn")  # a save killed half-way
-    assert ckpt.latest_checkpoint(tmp_path).name == ckpt.LATEST
+    assert ckpt.latest_checkpoint(tmp_path) == latest
+    _save_at(tmp_path / ckpt.epoch_checkpoint_name(4), 32)  # killed before the latest moved on
+    assert ckpt.latest_checkpoint(tmp_path).name == ckpt.epoch_checkpoint_name(4)
+    torch.save({"model": {}}, tmp_path / "checkpoint-other.pth")
+    with pytest.raises(CrossMAEError, match="not a crossmae training checkpoint; move it out"):
+        ckpt.latest_checkpoint(tmp_path)
 
 
 def _kept_and_latest(directory):

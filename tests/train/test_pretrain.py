@@ -100,6 +100,12 @@ def _error(capsys, *args) -> str:
         (["--epochs", "many"], "--epochs is not a valid N, got 'many'"),
         (["--resume", "auto"], "--resume auto needs the --output-dir"),
         (["--resume", "/no/such.pth"], "checkpoint /no/such.pth does not exist"),
+        (["--blr", "nan"], "--blr must be a finite number, got 'nan'"),
+        (["--lr", "inf"], "--lr must be a finite number, got 'inf'"),
+        (["--clip-grad", "nan"], "--clip-grad must be a finite number"),
+        (["--weight-decay", "-1"], "--weight-decay must not be negative, got -1.0"),
+        (["--lr", "1e-3", "--min-lr", "0.1"], "--min-lr 0.1 is above --lr 0.001"),
+        (["--device", "xla"], "device 'xla' is not supported; use cpu, cuda or auto"),
     ],
 )
 def test_invalid_settings_fail_at_start_with_one_sentence(quiet, capsys, flags, message):
@@ -198,3 +204,41 @@ def test_crossmae_learning_rate_is_scaled_by_gamma_over_p_unless_switched_off(
         first_lr[name] = json.loads(first_record)["lr"]
     assert first_lr["unscaled"] == pytest.approx(1e-3 * 8 / 256)  # blr × batch / 256
     assert first_lr["scaled"] == pytest.approx(first_lr["unscaled"] * 0.25 / 0.75)
+
+
+def test_folders_where_files_belong_and_files_where_folders_belong(quiet, tmp_path, capsys):
+    (tmp_path / "afile").write_text("not a folder")
+    err = _error(capsys, *quiet, "--output-dir", str(tmp_path / "afile"))
+    assert "--output-dir " + str(tmp_path / "afile") + " is a file, not a folder" in err
+    err = _error(capsys, *quiet, "--resume", str(tmp_path))
+    assert f"--resume {tmp_path} is a folder; pass a checkpoint in it, or --resume auto" in err
+
+
+def test_min_lr_above_the_scaled_learning_rate_is_refused(tiny, image_folder, capsys):
+    err = _error(capsys, *tiny, "--data", str(image_folder), "--min-lr", "1")
+    assert "--min-lr 1 is above the learning rate" in err
+
+
+def test_runs_started_in_the_same_second_get_folders_of_their_own(monkeypatch, tmp_path):
+    import crossmae.train.pretrain as pretrain_module
+
+    monkeypatch.chdir(tmp_path)
+    stem = "runs/pretrain-20261201-120000"
+    assert [pretrain_module._claim(stem) for _ in range(3)] == [stem, f"{stem}-2", f"{stem}-3"]
+
+
+def test_a_run_that_fails_to_start_leaves_no_empty_folder(quiet, monkeypatch, tmp_path, capsys):
+    (tmp_path / "data" / "train" / "cats").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert "found no images in" in _error(capsys, *quiet, "--data", str(tmp_path / "data"))
+    assert not list((tmp_path / "runs").iterdir())
+
+
+def test_an_interval_without_a_finite_step_logs_no_loss(tiny, image_folder, tmp_path, capsys):
+    run_dir = tmp_path / "nan"
+    _error(capsys, *tiny, "--data", str(image_folder), "--epochs", "3", "--batch-size", "8",
+           "--warmup-epochs", "0", "--lr", "1e30", "--log-every", "2", "--max-nonfinite", "4",
+           "--output-dir", str(run_dir))  # fmt: skip
+    records = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines()]
+    skipped = [r for r in records if r["step"] > 2]  # step 1's loss came before any update
+    assert skipped and all("loss" not in r and "grad_norm" not in r for r in skipped)

@@ -202,3 +202,85 @@ def test_a_mid_epoch_resume_on_fewer_images_is_refused_not_looped(
     code = main(["pretrain", *run, "--resume", "auto", "--train-images", "16"])
     assert code == 2
     assert "stopped at step 12 of an epoch, but an epoch of" in capsys.readouterr().err
+
+
+def _short_run(tiny, image_folder, out, *flags):
+    """Steps 1-4 of a 3-epoch run (8 steps an epoch), saved mid-epoch."""
+    run = [*tiny, "--data", str(image_folder), "--epochs", "3", "--warmup-epochs", "0",
+           "--batch-size", "8", "--output-dir", str(out), *flags]  # fmt: skip
+    assert main(["pretrain", *run, "--max-steps", "4"]) == 0
+    return run
+
+
+def test_a_resume_trains_with_the_weight_decay_and_betas_given_now(tiny, image_folder, tmp_path):
+    run = _short_run(tiny, image_folder, tmp_path / "run")
+    assert main(["pretrain", *run, "--resume", "auto", "--max-steps", "6",
+                 "--weight-decay", "0.01", "--betas", "0.8,0.99"]) == 0  # fmt: skip
+    groups = load_training_state(tmp_path / "run" / "checkpoint.pth")["optimizer"]["param_groups"]
+    assert sorted(g["weight_decay"] for g in groups) == [0.0, 0.01]  # norms and biases: none
+    assert all(tuple(g["betas"]) == (0.8, 0.99) for g in groups)
+
+
+def test_a_resume_is_checked_and_placed_with_the_runs_own_settings(
+    tiny, image_folder, tmp_path, monkeypatch
+):
+    """No --model now: the demo's 3 epochs must not judge a --warmup-epochs meant for the
+    run's, nor its 'auto' device replace the run's."""
+    out = tmp_path / "run"
+    _short_run(tiny, image_folder, out, "--epochs", "10")
+    devices = []
+    join = pretrain_module.init_distributed
+    monkeypatch.setattr(pretrain_module, "init_distributed",
+                        lambda device: devices.append(device) or join(device))  # fmt: skip
+    code = main(["pretrain", "--resume", "auto", "--output-dir", str(out),
+                 "--warmup-epochs", "5", "--max-steps", "5"])  # fmt: skip
+    assert code == 0 and devices == ["cpu"]
+    assert load_training_state(out / "checkpoint.pth")["config"]["warmup_epochs"] == 5
+
+
+def test_branching_off_an_older_kept_copy_never_writes_over_the_run(
+    tiny, image_folder, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    run = [*tiny, "--data", str(image_folder), "--epochs", "2", "--warmup-epochs", "0",
+           "--batch-size", "8", "--keep-every-epochs", "1", "--output-dir", str(out)]  # fmt: skip
+    assert main(["pretrain", *run]) == 0
+    older = out / "checkpoint-epoch0001.pth"
+    assert main(["pretrain", *run, "--resume", str(older), "--blr", "3e-2"]) == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'checkpoint.pth'} is further along (step 16) than {older} (step 8)" in err
+    assert load_training_state(out / "checkpoint.pth")["global_step"] == 16
+    branch = [*run[:-1], str(tmp_path / "branch")]  # the same flags, a new --output-dir
+    assert main(["pretrain", *branch, "--resume", str(older), "--blr", "3e-2"]) == 0
+    assert load_training_state(tmp_path / "branch" / "checkpoint.pth")["global_step"] == 16
+
+
+def test_a_resume_already_past_its_epochs_is_refused(tiny, image_folder, tmp_path, capsys):
+    run = _short_run(tiny, image_folder, tmp_path / "run")
+    assert main(["pretrain", *run, "--resume", "auto", "--max-steps", "12"]) == 0
+    assert main(["pretrain", *run, "--resume", "auto", "--epochs", "1"]) == 2
+    assert "epoch 1, step 4 of an epoch, already past --epochs 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_whole_job_saves_even_with_loader_workers(
+    tiny, image_folder, crossmae_env, tmp_path
+):
+    """SLURM, Kubernetes and `docker stop` signal every process of the job, the DataLoader
+    workers too: a worker killed by it crashed the main process's save."""
+    import os
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "job"
+    args = [*tiny, *RUN, "--data", str(image_folder), "--num-workers", "2", "--epochs", "50",
+            "--save-every-steps", "3", "--output-dir", str(run_dir)]  # fmt: skip
+    process = subprocess.Popen([sys.executable, "-m", "crossmae", "pretrain", *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=crossmae_env, start_new_session=True)  # fmt: skip
+    wait_for(run_dir / "checkpoint.pth", process)
+    os.killpg(process.pid, signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err
+    assert "stopped by SIGTERM" in out and "Traceback" not in err
+    assert load_training_state(run_dir / "checkpoint.pth")["global_step"] >= 3

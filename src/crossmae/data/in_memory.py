@@ -87,7 +87,10 @@ class InMemoryImages:
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         collate = _ToUint8(size_pair(img_size), image_mode(in_chans))
-        loader = DataLoader(dataset, batch_size=256, num_workers=num_workers, collate_fn=collate)
+        # its own generator: drawing the workers' seed from the global one would change the
+        # model's initial weights with the choice of data path
+        loader = DataLoader(dataset, batch_size=256, num_workers=num_workers, collate_fn=collate,
+                            generator=torch.Generator())  # fmt: skip
         parts = list(loader)
         if not parts:
             raise CrossMAEError(f"{dataset!r} holds no images")

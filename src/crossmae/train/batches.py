@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from crossmae.data import InMemoryImages
 from crossmae.errors import CrossMAEError
+from crossmae.train.signals import ignore_stop_signals
 
 
 def derive_seed(*parts: int) -> int:
@@ -117,6 +118,7 @@ def _loader_options(num_workers: int, pin_memory: bool, device: torch.device) ->
         "pin_memory": pin_memory and device.type == "cuda",
         "persistent_workers": num_workers > 0,
         "prefetch_factor": 4 if num_workers > 0 else None,
+        "worker_init_fn": ignore_stop_signals if num_workers > 0 else None,
     }
 
 

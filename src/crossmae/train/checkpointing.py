@@ -127,7 +127,10 @@ def copy_training_state(source: str | Path, path: str | Path) -> None:
 
 def _unwritten(path: Path, err: OSError) -> str:
     """Why the run stops, and what is still there to resume from."""
-    kept = latest_checkpoint(path.parent)
+    try:
+        kept = latest_checkpoint(path.parent)
+    except CrossMAEError:
+        kept = None
     return f"could not write checkpoint {path}: {err.strerror or err}; " + (
         f"the previous checkpoint {kept} is intact" if kept else "no checkpoint was saved yet"
     )
@@ -160,10 +163,23 @@ def optimizer_state_by_name(
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The most recently written checkpoint in `output_dir` (the latest, when a kept copy
-    shares its time as a hard link), or None."""
+    """The checkpoint in `output_dir` furthest into training (on a tie the latest, which a
+    kept copy is a hard link to), or None. Progress is read from the files: their times do
+    not survive a copy or a download, and a run killed between writing a kept copy and
+    linking the latest to it has a kept copy ahead of the latest."""
     found = [p for p in Path(output_dir).glob(CHECKPOINT_GLOB) if p.is_file()]
-    return max(found, key=lambda p: (p.stat().st_mtime_ns, p.name == LATEST)) if found else None
+    return max(found, key=lambda p: (global_step_of(p), p.name == LATEST)) if found else None
+
+
+def global_step_of(path: str | Path) -> int:
+    """The optimizer steps a training checkpoint was saved after (its tensors not read)."""
+    state = safe_torch_load(path, mmap=True)
+    if not isinstance(state, dict) or not isinstance(state.get("global_step"), int):
+        raise CrossMAEError(
+            f"{path} is not a crossmae training checkpoint; move it out of {Path(path).parent} "
+            "to resume from the others there"
+        )
+    return state["global_step"]
 
 
 def load_training_state(path: str | Path) -> dict[str, Any]:

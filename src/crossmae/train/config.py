@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from crossmae.errors import CrossMAEError
@@ -195,6 +196,10 @@ class PretrainConfig:
             raise CrossMAEError(f"--betas must be two numbers in [0, 1), got {self.betas}")
         if self.clip_grad is not None and self.clip_grad <= 0:
             raise CrossMAEError(f"--clip-grad must be positive, got {self.clip_grad}")
+        if self.weight_decay < 0:
+            raise CrossMAEError(f"--weight-decay must not be negative, got {self.weight_decay}")
+        if self.output_dir is not None and Path(self.output_dir).is_file():
+            raise CrossMAEError(f"--output-dir {self.output_dir} is a file, not a folder")
         return self
 
     def to_dict(self) -> dict[str, Any]:

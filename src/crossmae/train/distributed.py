@@ -36,6 +36,8 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
         dev = torch.device(device)
     except RuntimeError:
         raise CrossMAEError(f"unknown device {device!r}; use cpu, cuda or auto") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise CrossMAEError(f"device {device!r} is not supported; use cpu, cuda or auto")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise CrossMAEError("--device cuda was asked for, but no CUDA GPU is visible")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -156,7 +157,10 @@ def coerce(name: str, value: Any, tp: Any, flag: str | None = None) -> Any:
         if base is float:
             if isinstance(value, bool):
                 raise ValueError("must be a number")
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError("must be a finite number")
+            return number
         if base is str:
             return str(value)
         if origin in (list, tuple):

@@ -56,54 +56,99 @@ def pretrain(*layers: dict[str, Any], source: str = "") -> int:
 
     Settings are validated before anything is set up, so bad ones fail at once.
     """
-    cfg = build_dataclass(PretrainConfig, *with_demo(*layers), source=source).validate()
+    cfg, state, path = _resume_point(layers, source)
     dist = init_distributed(cfg.device)
+    claimed = None
     try:
-        cfg, state, path = _resolve_run(cfg, layers, source, dist)
+        if cfg.output_dir is None:
+            cfg.output_dir = claimed = _new_run_folder(dist)
         return Pretrainer(cfg, dist, state, path).run()
+    except BaseException:
+        if claimed and dist.is_main and not any(Path(claimed).iterdir()):
+            Path(claimed).rmdir()  # a run that failed to start leaves no empty folder
+        raise
     finally:
         cleanup_distributed()
 
 
-def _resolve_run(
-    cfg: PretrainConfig, layers: tuple[dict[str, Any], ...], source: str, dist: DistInfo
+def _resume_point(
+    layers: tuple[dict[str, Any], ...], source: str
 ) -> tuple[PretrainConfig, dict[str, Any] | None, Path | None]:
-    """The output folder (named by rank 0) and the checkpoint to continue from, if any."""
-    decision: tuple[str, str | None, str | None] = ("", None, None)
-    if dist.is_main:
-        try:
-            decision = (*_output_and_checkpoint(cfg), None)  # type: ignore[assignment]
-        except CrossMAEError as err:
-            decision = ("", None, str(err))
-    output_dir, path, error = broadcast_object(decision)  # type: ignore[misc]
-    if error:
-        raise CrossMAEError(error)
-    state = None
-    if path is not None:  # the run's own settings, under the ones given now
-        state = ckpt.load_training_state(path)
-        saved = {k: v for k, v in state["config"].items() if k not in PER_INVOCATION}
-        cfg = build_dataclass(PretrainConfig, saved, *layers, source=source)
-    cfg.output_dir = output_dir
-    return cfg.validate(), state, None if path is None else Path(path)
+    """The validated settings and the checkpoint to continue from, if any.
+
+    When resuming, the checkpoint's own settings lie under the ones given now and are read
+    before anything is checked or set up: its epochs and device, not the demo's. Every
+    process reads the same files, before any of them joins the group.
+    """
+    given = build_dataclass(PretrainConfig, *with_demo(*layers), source=source)
+    path = _checkpoint_to_resume(given)
+    if path is None:
+        return given.validate(), None, None
+    state = ckpt.load_training_state(path)
+    saved = {k: v for k, v in state["config"].items() if k not in PER_INVOCATION}
+    cfg = build_dataclass(PretrainConfig, saved, *layers, source=source)
+    cfg.output_dir = given.output_dir or str(path.parent)
+    further = ckpt.latest_checkpoint(cfg.output_dir) if Path(cfg.output_dir).is_dir() else None
+    if further is not None and ckpt.global_step_of(further) > state["global_step"]:
+        raise CrossMAEError(
+            f"{further} is further along (step {ckpt.global_step_of(further)}) than {path} "
+            f"(step {state['global_step']}), and continuing from it in {cfg.output_dir} would "
+            "write over it; pass a new --output-dir to branch off"
+        )
+    return cfg.validate(), state, path
 
 
-def _output_and_checkpoint(cfg: PretrainConfig) -> tuple[str, str | None]:
+def _checkpoint_to_resume(cfg: PretrainConfig) -> Path | None:
     if cfg.resume not in (None, "auto"):
-        found = Path(cfg.resume)
+        found = Path(cfg.resume).expanduser()
+        if found.is_dir():
+            raise CrossMAEError(
+                f"--resume {found} is a folder; pass a checkpoint in it, or "
+                f"--resume auto --output-dir {found}"
+            )
         if not found.is_file():
             raise CrossMAEError(f"checkpoint {found} does not exist")
-        return cfg.output_dir or str(found.parent), str(found)
+        return found
     if cfg.output_dir is None:
         if cfg.resume == "auto":
             raise CrossMAEError("--resume auto needs the --output-dir of the run to continue")
-        return f"runs/pretrain-{datetime.now():%Y%m%d-%H%M%S}", None
+        return None
+    if not Path(cfg.output_dir).is_dir():
+        return None  # validate() refuses a file there
     latest = ckpt.latest_checkpoint(cfg.output_dir)
     if latest is not None and cfg.resume is None:
         raise CrossMAEError(
             f"{cfg.output_dir} already holds a run; pass --resume auto to continue it, "
             "or choose another --output-dir"
         )
-    return cfg.output_dir, None if latest is None else str(latest)
+    return latest
+
+
+def _new_run_folder(dist: DistInfo) -> str:
+    """runs/pretrain-<time>, made by rank 0 so that no other run can take it too (runs started
+    in the same second, as a job array's, get -2, -3, ...)."""
+    named: tuple[str, str | None] = ("", None)
+    if dist.is_main:
+        stem = f"runs/pretrain-{datetime.now():%Y%m%d-%H%M%S}"
+        try:
+            named = (_claim(stem), None)
+        except OSError as err:
+            named = ("", f"cannot make a run folder {stem}: {err.strerror or err}")
+    folder, error = broadcast_object(named)
+    if error:
+        raise CrossMAEError(error)
+    return folder
+
+
+def _claim(stem: str) -> str:
+    folder, n = stem, 1
+    while True:
+        try:
+            Path(folder).mkdir(parents=True)
+            return folder
+        except FileExistsError:
+            n += 1
+            folder = f"{stem}-{n}"
 
 
 class Pretrainer:
@@ -134,6 +179,11 @@ class Pretrainer:
             )
         self.effective_batch = cfg.batch_size * cfg.accum_iter * dist.world_size
         self.base_lr = self._base_lr()
+        if cfg.min_lr > self.base_lr:
+            raise CrossMAEError(
+                f"--min-lr {cfg.min_lr:g} is above the learning rate {self.base_lr:.3g}: the "
+                "cosine would rise"
+            )
         self.module = MaskedAutoencoder(self.model_cfg).to(self.device)
         self.model = self._wrap(self.module)
         groups = param_groups(self.module, cfg.weight_decay)
@@ -212,6 +262,13 @@ class Pretrainer:
                 f"epoch of {self.data.description} has {self.steps_per_epoch} steps; resume it "
                 "on the data it was trained on (the same --data and --train-images)"
             )
+        if state["epoch"] + state["step_in_epoch"] / self.steps_per_epoch > self.cfg.epochs:
+            raise CrossMAEError(
+                f"checkpoint {path} is at epoch {state['epoch']}, step {state['step_in_epoch']} "
+                f"of an epoch, already past --epochs {self.cfg.epochs}; resume with more epochs"
+            )
+        settings = [{k: v for k, v in g.items() if k != "params"}
+                    for g in self.optimizer.param_groups]  # fmt: skip
         if self.cfg.fsdp:
             from torch.distributed.checkpoint.state_dict import (
                 StateDictOptions,
@@ -228,6 +285,9 @@ class Pretrainer:
         else:
             load_state_dict_strict(self.module, state["model"], f"checkpoint {path}")
             self.optimizer.load_state_dict(state["optimizer"])
+        # the moments resume; the settings (weight decay, betas) are this run's, as its config says
+        for group, setting in zip(self.optimizer.param_groups, settings, strict=True):
+            group.update(setting)
         if self.stepper.scaler is not None and state.get("scaler"):
             self.stepper.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
@@ -344,15 +404,17 @@ class Pretrainer:
     def _log_progress(self) -> None:
         cfg = self.cfg
         bad = all_reduce_max(torch.stack([self.new_nonfinite, self.worst_streak])).tolist()
-        good_steps = max(self.meter_steps - int(bad[0]), 1)
-        loss = all_reduce_mean(self.loss_sum).item() / good_steps
-        grad_norm = self.norm_sum.item() / good_steps
+        good_steps = self.meter_steps - int(bad[0])
+        loss_sum = all_reduce_mean(self.loss_sum).item()
         seconds = time.perf_counter() - self.meter_start
         record: dict[str, Any] = {
             "epoch": round(self.epoch + self.step_in_epoch / self.steps_per_epoch, 4),
-            "loss": loss,
             "lr": self.optimizer.param_groups[0]["lr"],
-            "grad_norm": grad_norm,
+        }
+        if good_steps > 0:  # else every step was skipped: no loss to show, not a loss of 0
+            record["loss"] = loss_sum / good_steps
+            record["grad_norm"] = self.norm_sum.item() / good_steps
+        record |= {
             "images_per_s": self.meter_steps * self.effective_batch / max(seconds, 1e-9),
             "nonfinite_steps": self.nonfinite_steps + int(bad[0]),
             "seconds": round(self._seconds(), 3),  # the run's wall time, across resumes
@@ -364,11 +426,15 @@ class Pretrainer:
         self.nonfinite_steps = record["nonfinite_steps"]
         line = (
             f"epoch {self.epoch + 1}/{cfg.epochs} step {self.global_step}/{self._planned_steps()}"
-            f" loss {loss:.4f} lr {record['lr']:.2e} {record['images_per_s']:.0f} img/s"
+            + (f" loss {record['loss']:.4f}" if "loss" in record else " loss - (no finite step)")
+            + f" lr {record['lr']:.2e} {record['images_per_s']:.0f} img/s"
         )
         self.logger.log(record, self.global_step, line)
         if bad[1] >= cfg.max_nonfinite:
-            kept = ckpt.latest_checkpoint(self.output_dir)
+            try:
+                kept = ckpt.latest_checkpoint(self.output_dir)
+            except CrossMAEError:
+                kept = None
             raise CrossMAEError(
                 f"the loss or gradient was not finite for {int(bad[1])} steps in a row (up to "
                 f"step {self.global_step}), so the run stopped; "

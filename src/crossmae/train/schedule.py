@@ -54,3 +54,5 @@ def check_schedule(
         )
     if (lr if lr is not None else blr) <= 0 or min_lr < 0:
         raise CrossMAEError("learning rates must be positive")
+    if lr is not None and min_lr > lr:
+        raise CrossMAEError(f"--min-lr {min_lr:g} is above --lr {lr:g}: the cosine would rise")

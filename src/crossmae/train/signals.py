@@ -51,3 +51,11 @@ class GracefulStop:
     @property
     def exit_code(self) -> int:
         return EXIT_CODES.get(self.requested, 0) if self.requested else 0
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """A DataLoader worker's init: schedulers (SLURM, Kubernetes, docker stop) signal every
+    process of a job, and a worker killed by that SIGTERM would crash the main process's
+    save; the main process stops its workers itself once it has saved."""
+    for sig in EXIT_CODES:
+        signal.signal(sig, signal.SIG_IGN)
