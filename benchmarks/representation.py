@@ -183,10 +183,11 @@ def evaluate(
 ) -> dict[str, Any]:
     """kNN and cached linear probe; with `full`, the short fine-tune too (top-1, final epoch)."""
     common = {"checkpoint": str(checkpoint), **data_settings(args, seed)}
+    trained = {**common, "resume": "auto"}  # a probe or fine-tune cut short goes on from there
     knn = knn_eval(build_dataclass(KnnSettings, common, {
         "batch_size": 512, "output_dir": str(out / "knn")}).validate())  # fmt: skip
     probe_recipe = read_yaml(CONFIGS / "linprobe_cifar10.yaml")
-    probe = linprobe(build_dataclass(LinprobeSettings, probe_recipe, common, {
+    probe = linprobe(build_dataclass(LinprobeSettings, probe_recipe, trained, {
         "epochs": args.probe_epochs, "warmup_epochs": args.probe_epochs / 9,
         "tensorboard": False, "output_dir": str(out / "linprobe")}).validate())  # fmt: skip
     result = {"knn_top1": knn["top1"], "linprobe_top1": probe["top1"]}
@@ -194,7 +195,7 @@ def evaluate(
         recipe = read_yaml(CONFIGS / "finetune_cifar10.yaml")
         if args.finetune_batch_size:
             recipe["batch_size"] = args.finetune_batch_size
-        tuned = finetune(build_dataclass(FinetuneSettings, recipe, common, {
+        tuned = finetune(build_dataclass(FinetuneSettings, recipe, trained, {
             "epochs": args.finetune_epochs, "warmup_epochs": args.finetune_epochs / 20,
             "tensorboard": False, "log_every": args.log_every,
             "output_dir": str(out / "finetune")}).validate())  # fmt: skip

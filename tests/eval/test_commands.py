@@ -204,3 +204,66 @@ def test_cached_probe_under_torchrun_counts_each_test_image_once(authors, two_cl
     assert done.returncode == 0, done.stderr
     results = json.loads((out / "results.json").read_text())
     assert results["eval_images"] == 20 and results["history"][-1]["images"] == 20
+
+
+def test_knn_reports_the_k_that_voted(ours, two_class_tree, tmp_path):
+    out = tmp_path / "knn"
+    assert _run("knn", "--checkpoint", ours, "--data", two_class_tree, "--k", 1000,
+                "--output-dir", out, "--num-workers", 0) == 0  # fmt: skip
+    assert json.loads((out / "knn.json").read_text())["k"] == 60  # every training image
+
+
+def test_the_cached_probe_refuses_a_batch_larger_than_its_training_set(
+    ours, two_class_tree, tmp_path, capsys
+):
+    out = tmp_path / "p"
+    code = _run("linprobe", "--checkpoint", ours, "--data", two_class_tree, "--cached",
+                "--batch-size", 512, "--num-workers", 0, "--output-dir", out)  # fmt: skip
+    assert code == 2
+    assert "an epoch has fewer images (60) than one batch of 512" in capsys.readouterr().err
+
+
+def test_a_run_resumes_only_on_the_checkpoint_it_started_from(
+    ours, authors, two_class_tree, tmp_path, capsys
+):
+    common = ["linprobe", "--data", two_class_tree, "--cached", "--epochs", 1,
+              "--warmup-epochs", 0, "--resume", "auto",
+              "--output-dir", tmp_path / "p", "--num-workers", 0, "--batch-size", 20]  # fmt: skip
+    assert _run(*common, "--checkpoint", ours) == 0
+    capsys.readouterr()
+    assert _run(*common, "--checkpoint", authors, "--epochs", 2) == 2
+    assert f"continues a run on {ours}, not on {authors}" in capsys.readouterr().err
+
+
+def test_default_folders_of_two_pretraining_runs_differ():
+    from crossmae.eval.settings import FinetuneSettings
+
+    folders = {FinetuneSettings(checkpoint=f"runs/{run}/checkpoint.pth").run_dir("finetune")
+               for run in ("a", "b")}  # fmt: skip
+    assert {str(f) for f in folders} == {"runs/finetune/a-checkpoint", "runs/finetune/b-checkpoint"}
+    named = FinetuneSettings(checkpoint="/w/mae_pretrain_vit_base.pth").run_dir("finetune")
+    assert str(named) == "runs/finetune/mae_pretrain_vit_base"
+
+
+def test_ema_switched_on_at_a_resume_averages_the_resumed_weights(ours, two_class_tree, tmp_path):
+    common = ["finetune", "--checkpoint", ours, "--data", two_class_tree, "--output-dir",
+              tmp_path / "ft", "--warmup-epochs", 0, "--resume", "auto", *FAST]  # fmt: skip
+    assert _run(*common, "--epochs", 1) == 0
+    resumed = torch.load(tmp_path / "ft" / "checkpoint-last.pth", weights_only=True)["model"]
+    assert _run(*common, "--epochs", 2, "--ema", "--ema-decay", 0.9999) == 0
+    ema = torch.load(tmp_path / "ft" / "checkpoint-last.pth", weights_only=True)["ema"]
+    head = resumed["head.weight"]
+    assert (ema["head.weight"] - head).norm() < 0.01 * head.norm()  # not the fresh head's 2e-5
+
+
+def test_a_second_run_into_a_finished_runs_folder_is_refused(
+    ours, two_class_tree, tmp_path, capsys
+):
+    run = ["finetune", "--checkpoint", ours, "--data", two_class_tree, "--output-dir",
+           tmp_path / "ft", "--epochs", 1, "--warmup-epochs", 0, *FAST]  # fmt: skip
+    assert _run(*run) == 0
+    before = (tmp_path / "ft" / "checkpoint-last.pth").read_bytes()
+    capsys.readouterr()
+    assert _run(*run, "--blr", 1e-2) == 2
+    assert "already holds a run; pass --resume auto to continue it" in capsys.readouterr().err
+    assert (tmp_path / "ft" / "checkpoint-last.pth").read_bytes() == before

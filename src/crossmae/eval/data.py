@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -190,8 +189,26 @@ class EpochBatches:
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         set_epoch(self.loader, epoch)
-        batches = itertools.islice(self.loader, self.steps_per_epoch)
-        return checked_labels(batches, self.num_classes)
+        return checked_labels(self._batches(self.steps_per_epoch), self.num_classes)
+
+    def _batches(self, steps: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """`steps` batches, starting another pass where the data runs dry first (shards, or
+        a --samples-per-epoch above the set's size): the schedule counts on every step, and
+        under torchrun a rank that stopped early would leave the others waiting forever."""
+        produced = 0
+        while True:
+            empty = True
+            for batch in self.loader:
+                empty = False
+                yield batch
+                produced += 1
+                if produced == steps:
+                    return
+            if empty:
+                raise CrossMAEError(
+                    f"the training data gives no full batch of {self.loader.batch_size} "
+                    "images to each process; lower --batch-size"
+                )
 
 
 def protocol_batches(

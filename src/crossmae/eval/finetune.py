@@ -31,7 +31,7 @@ from crossmae.eval.data import (
 from crossmae.eval.layer_decay import layer_decay_scales
 from crossmae.eval.loop import Schedule, StepTools, evaluate, train_one_epoch
 from crossmae.eval.results import result_table
-from crossmae.eval.run import RunContext, resume_path, spent_seconds
+from crossmae.eval.run import RunContext, check_same_checkpoint, resume_path, spent_seconds
 from crossmae.eval.settings import FinetuneSettings
 from crossmae.serialization import safe_torch_load
 from crossmae.train.checkpointing import capture_rng
@@ -52,11 +52,12 @@ class Progress:
 
 def finetune(s: FinetuneSettings) -> dict[str, Any]:
     """Run the recipe in `s`; returns (and writes as results.json) the final numbers."""
+    found = resume_path(s.resume, s.run_dir("finetune") / LAST)  # before any work
     with RunContext.start(s, s.run_dir("finetune")) as ctx:
-        return _finetune(s, ctx)
+        return _finetune(s, ctx, found)
 
 
-def _finetune(s: FinetuneSettings, ctx: RunContext) -> dict[str, Any]:
+def _finetune(s: FinetuneSettings, ctx: RunContext, found: Path | None) -> dict[str, Any]:
     backbone = load_backbone(s.checkpoint)
     size = s.image_size() or backbone.arch.img_size
     chans = backbone.arch.in_chans
@@ -86,9 +87,8 @@ def _finetune(s: FinetuneSettings, ctx: RunContext) -> dict[str, Any]:
                       num_classes=splits.num_classes)  # fmt: skip
     ema = ModelEmaV3(vit, decay=s.ema_decay) if s.ema else None
     progress = Progress()
-    found = resume_path(s.resume, ctx.output_dir / LAST)
     if found is not None:
-        progress = _restore(found, vit, optimizer, ema, ctx)
+        progress = _restore(found, vit, optimizer, ema, ctx, s.checkpoint)
         ctx.say(f"resumed from {found} after epoch {progress.epoch}")
 
     steps = train.steps_per_epoch
@@ -197,10 +197,12 @@ def _restore(
     optimizer: torch.optim.Optimizer,
     ema: ModelEmaV3 | None,
     ctx: RunContext,
+    checkpoint: str,
 ) -> Progress:
     ckpt = safe_torch_load(path)
     if not isinstance(ckpt, dict) or "optimizer" not in ckpt or "best" not in ckpt:
         raise CrossMAEError(f"{path} is not a fine-tuning checkpoint to resume (no optimizer)")
+    check_same_checkpoint(path, (ckpt.get("settings") or {}).get("checkpoint"), checkpoint)
     try:
         vit.load_state_dict(ckpt["model"])
     except RuntimeError:
@@ -214,7 +216,7 @@ def _restore(
         ) from None
     if ctx.scaler is not None and ckpt.get("scaler"):
         ctx.scaler.load_state_dict(ckpt["scaler"])
-    if ema is not None and ckpt.get("ema") is not None:
-        ema.module.load_state_dict(ckpt["ema"])
+    if ema is not None:  # a run resumed with --ema for the first time averages from here
+        ema.module.load_state_dict(ckpt["ema"] if ckpt.get("ema") is not None else vit.state_dict())
     ctx.resume_rng(ckpt["rng"], int(ckpt["epoch"]))
     return Progress(int(ckpt["epoch"]), dict(ckpt["best"]), list(ckpt["history"]))

@@ -44,7 +44,7 @@ def knn_eval(s: KnnSettings) -> dict[str, Any]:
             "classes": cached.num_classes,
             "train_images": len(train_y),
             "eval_images": len(test_y),
-            "k": s.k,
+            "k": min(s.k, len(train_y)),  # what voted: at most every training image
             "temperature": s.temperature,
             "top1": top1,
             "seconds": round(time.time() - began, 1),

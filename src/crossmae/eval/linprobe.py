@@ -36,7 +36,7 @@ from crossmae.eval.lars import LARS
 from crossmae.eval.linear_probe import FrozenEncoderProbe, LinearProbe
 from crossmae.eval.loop import Batches, Schedule, StepTools, evaluate, train_one_epoch
 from crossmae.eval.results import result_table
-from crossmae.eval.run import RunContext, resume_path, spent_seconds
+from crossmae.eval.run import RunContext, check_same_checkpoint, resume_path, spent_seconds
 from crossmae.eval.settings import LinprobeSettings
 from crossmae.serialization import safe_torch_load
 from crossmae.train.checkpointing import capture_rng
@@ -58,7 +58,13 @@ class FeatureBatches:
 
     @property
     def steps_per_epoch(self) -> int:
-        return max(1, len(self.labels) // self.batch_size)
+        steps = len(self.labels) // self.batch_size
+        if steps < 1:
+            raise CrossMAEError(
+                f"an epoch has fewer images ({len(self.labels)}) than one batch of "
+                f"{self.batch_size}; lower --batch-size"
+            )
+        return steps
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = torch.randperm(
@@ -91,11 +97,12 @@ class Probe:
 
 def linprobe(s: LinprobeSettings) -> dict[str, Any]:
     """Train the probe for `s.epochs`, evaluating every epoch; returns the result table."""
+    found = resume_path(s.resume, s.run_dir("linprobe") / LAST)  # before any work
     with RunContext.start(s, s.run_dir("linprobe")) as ctx:
-        return _linprobe(s, ctx)
+        return _linprobe(s, ctx, found)
 
 
-def _linprobe(s: LinprobeSettings, ctx: RunContext) -> dict[str, Any]:
+def _linprobe(s: LinprobeSettings, ctx: RunContext, found: Path | None) -> dict[str, Any]:
     backbone = load_backbone(s.checkpoint)
     probe = _cached_probe(s, backbone, ctx) if s.cached else _full_probe(s, backbone, ctx)
     ctx.say(f"linear probe ({s.features} features) on {backbone.description}")
@@ -104,7 +111,6 @@ def _linprobe(s: LinprobeSettings, ctx: RunContext) -> dict[str, Any]:
     lr = s.lr if s.lr is not None else scaled_lr(s.blr, probe.global_batch)
     optimizer = LARS(param_groups(probe.head, s.weight_decay), lr=lr)
     done, best, history = 0, 0.0, []
-    found = resume_path(s.resume, ctx.output_dir / LAST)
     if found is not None:
         done, best, history = _restore(found, probe.head, optimizer, s, ctx)
         ctx.say(f"resumed from {found} after epoch {done}")
@@ -220,6 +226,7 @@ def _restore(
     ckpt = safe_torch_load(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != PROBE_FORMAT:
         raise CrossMAEError(f"{path} is not a linear-probe checkpoint to resume")
+    check_same_checkpoint(path, ckpt.get("checkpoint"), s.checkpoint)
     if ckpt["features"] != s.features:
         raise CrossMAEError(f"{path} probed {ckpt['features']!r} features, not {s.features!r}")
     try:

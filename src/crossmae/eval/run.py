@@ -104,9 +104,25 @@ class RunContext:
         self.close()
 
 
+def check_same_checkpoint(path: Path, saved: str | None, checkpoint: str) -> None:
+    """A resumed run goes on with the model it started from: an output folder is named by
+    the checkpoint's name, which two models can share."""
+    if saved is not None and Path(saved).resolve() != Path(checkpoint).resolve():
+        raise CrossMAEError(
+            f"{path} continues a run on {saved}, not on {checkpoint}; resume it with that "
+            "--checkpoint, or choose another --output-dir"
+        )
+
+
 def resume_path(resume: str | None, last: Path) -> Path | None:
-    """None: start fresh; 'auto': `last` if it exists; otherwise the path given, which must."""
+    """None: start fresh, where no run is yet; 'auto': `last` if it exists; otherwise the
+    path given, which must."""
     if resume is None:
+        if last.is_file():
+            raise CrossMAEError(
+                f"{last.parent} already holds a run; pass --resume auto to continue it, or "
+                "choose another --output-dir"
+            )
         return None
     if resume == "auto":
         return last if last.is_file() else None

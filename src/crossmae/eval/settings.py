@@ -62,7 +62,8 @@ class EvalSettings:
     device: str = setting("auto", "cpu, cuda, or auto (cuda when there is a GPU)", RUN, "DEV")
     seed: int = setting(0, "seed for the head's initialisation, data order and augmentation", RUN)
     output_dir: str | None = setting(
-        None, "where results (and checkpoints) go (default: runs/<command>/<checkpoint name>)",
+        None, "where results (and checkpoints) go (default: runs/<command>/<checkpoint name>, "
+        "with its folder's name before a checkpoint*.pth)",
         RUN, metavar="DIR",
     )  # fmt: skip
 
@@ -76,7 +77,11 @@ class EvalSettings:
     def run_dir(self, command: str) -> Path:
         if self.output_dir is not None:
             return Path(self.output_dir)
-        return Path("runs") / command / Path(self.checkpoint).stem
+        path = Path(self.checkpoint)
+        name = path.stem
+        if name.startswith("checkpoint") and path.parent.name:  # every pretraining run's name
+            name = f"{path.parent.name}-{name}"
+        return Path("runs") / command / name
 
     def validate(self: S) -> S:
         """Raise CrossMAEError naming the first impossible setting."""
