@@ -267,3 +267,16 @@ def test_a_second_run_into_a_finished_runs_folder_is_refused(
     assert _run(*run, "--blr", 1e-2) == 2
     assert "already holds a run; pass --resume auto to continue it" in capsys.readouterr().err
     assert (tmp_path / "ft" / "checkpoint-last.pth").read_bytes() == before
+
+
+@pytest.mark.parametrize("command", ["finetune", "linprobe"])
+def test_accumulated_batches_make_the_effective_batch(command, ours, two_class_tree, tmp_path):
+    """60 images in batches of 10, 3 to a step: 2 optimizer steps, lr for a batch of 30."""
+    out = tmp_path / command
+    assert _run(command, "--checkpoint", ours, "--data", two_class_tree, "--output-dir", out,
+                "--epochs", 1, "--warmup-epochs", 0, "--num-workers", 0, "--log-every", 1,
+                "--batch-size", 10, "--accum-iter", 3, "--blr", 1e-3) == 0  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    assert results["effective_batch"] == 30 and results["lr"] == pytest.approx(1e-3 * 30 / 256)
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "train_loss" in r] == [1, 2]

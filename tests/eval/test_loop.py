@@ -1,13 +1,15 @@
 """The fine-tune / probe training step (a non-finite gradient never reaches the weights) and the
 evaluation pass."""
 
+import contextlib
 from contextlib import nullcontext
 
 import pytest
 import torch
 from torch import nn
 
-from crossmae.eval.loop import Schedule, StepTools, evaluate, train_one_epoch
+from crossmae.errors import CrossMAEError
+from crossmae.eval.loop import Schedule, StepTools, evaluate, optimizer_steps, train_one_epoch
 from crossmae.train.optim import build_adamw, param_groups
 
 
@@ -37,6 +39,46 @@ def test_a_step_with_a_finite_loss_and_a_nan_gradient_is_skipped():
     model.nan_gradient = False  # the same step with a finite gradient updates
     train_one_epoch(model, [batch], tools, 1)
     assert not torch.equal(before[0], model.fc.weight)
+
+
+class SyncCounting(nn.Linear):
+    """A linear layer that counts the batches it was told to keep out of DDP's all-reduce."""
+
+    def __init__(self) -> None:
+        super().__init__(4, 3, dtype=torch.float64)
+        self.unsynced = 0
+
+    @contextlib.contextmanager
+    def no_sync(self):
+        self.unsynced += 1
+        yield
+
+
+def _trained(accum: int, batches) -> SyncCounting:
+    torch.manual_seed(0)
+    model = SyncCounting()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    tools = StepTools(optimizer, nn.CrossEntropyLoss(), Schedule(0.1, 0, 10),
+                      torch.device("cpu"), nullcontext, log_every=1, accum_iter=accum)  # fmt: skip
+    assert train_one_epoch(model, batches, tools, 0) == len(batches) // accum
+    return model
+
+
+def test_accumulated_batches_make_the_step_of_their_union():
+    """Three batches of 8 accumulated: the gradient of one batch of 24 (float64), one
+    optimizer step, and only the last batch synchronised."""
+    x, y = torch.randn(48, 4, dtype=torch.float64), torch.randint(3, (48,))
+    small = list(zip(x.split(8), y.split(8), strict=True))
+    whole = list(zip(x.split(24), y.split(24), strict=True))
+    accumulated, plain = _trained(3, small), _trained(1, whole)
+    torch.testing.assert_close(accumulated.weight, plain.weight, rtol=1e-12, atol=1e-12)
+    assert accumulated.unsynced == 4 and plain.unsynced == 0  # 2 steps x 2 unsynced batches
+
+
+def test_an_epoch_shorter_than_one_accumulation_is_one_sentence():
+    assert optimizer_steps(7, 3) == 2  # the last, partial group is left out
+    with pytest.raises(CrossMAEError, match="an epoch has 2 batches, fewer than --accum-iter 3"):
+        optimizer_steps(2, 3)
 
 
 class FixedLogits(nn.Module):

@@ -3,6 +3,7 @@ RandAugment, AdamW, warmup + cosine, optional EMA, top-1/top-5 every epoch."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from crossmae.eval.data import (
     protocol_batches,
 )
 from crossmae.eval.layer_decay import layer_decay_scales
-from crossmae.eval.loop import Schedule, StepTools, evaluate, train_one_epoch
+from crossmae.eval.loop import Schedule, StepTools, evaluate, optimizer_steps, train_one_epoch
 from crossmae.eval.results import result_table
 from crossmae.eval.run import RunContext, check_same_checkpoint, resume_path, spent_seconds
 from crossmae.eval.settings import FinetuneSettings
@@ -75,7 +76,7 @@ def _finetune(s: FinetuneSettings, ctx: RunContext, found: Path | None) -> dict[
     for line in report.lines():
         ctx.say(f"  {line}")
 
-    global_batch = s.batch_size * ctx.dist.world_size
+    global_batch = s.batch_size * s.accum_iter * ctx.dist.world_size
     train, test = protocol_batches(splits, s, ctx.dist)
     lr = s.lr if s.lr is not None else scaled_lr(s.blr, global_batch)
     scales = layer_decay_scales(backbone.arch.depth, s.layer_decay)
@@ -91,18 +92,19 @@ def _finetune(s: FinetuneSettings, ctx: RunContext, found: Path | None) -> dict[
         progress = _restore(found, vit, optimizer, ema, ctx, s.checkpoint)
         ctx.say(f"resumed from {found} after epoch {progress.epoch}")
 
-    steps = train.steps_per_epoch
+    steps = optimizer_steps(train.steps_per_epoch, s.accum_iter)
     tools = StepTools(
         optimizer, _criterion(s, mixup).to(ctx.device),
         Schedule(lr, s.warmup_epochs * steps, s.epochs * steps, s.min_lr), ctx.device,
         ctx.autocast, ctx.scaler, s.clip_grad, mixup, ema,
-        ctx.logger(s.epochs * steps, progress.epoch * steps), s.log_every,
+        ctx.logger(s.epochs * steps, progress.epoch * steps), s.log_every, s.accum_iter,
     )  # fmt: skip
     model = DistributedDataParallel(vit, ctx.device_ids) if ctx.dist.distributed else vit
     began = time.time() - spent_seconds(progress.history)
     step = progress.epoch * steps
     for epoch in range(progress.epoch, s.epochs):
-        step = train_one_epoch(model, train.epoch(epoch), tools, step)
+        batches = itertools.islice(train.epoch(epoch), steps * s.accum_iter)
+        step = train_one_epoch(model, batches, tools, step)
         metrics = _evaluate(vit, ema, test, ctx)
         record = {"epoch": epoch + 1, **metrics, "seconds": round(time.time() - began, 1)}
         progress.epoch = epoch + 1

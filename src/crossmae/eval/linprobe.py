@@ -8,6 +8,7 @@ and quick comparisons.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -34,7 +35,14 @@ from crossmae.eval.data import (
 from crossmae.eval.features import feature_extractor
 from crossmae.eval.lars import LARS
 from crossmae.eval.linear_probe import FrozenEncoderProbe, LinearProbe
-from crossmae.eval.loop import Batches, Schedule, StepTools, evaluate, train_one_epoch
+from crossmae.eval.loop import (
+    Batches,
+    Schedule,
+    StepTools,
+    evaluate,
+    optimizer_steps,
+    train_one_epoch,
+)
 from crossmae.eval.results import result_table
 from crossmae.eval.run import RunContext, check_same_checkpoint, resume_path, spent_seconds
 from crossmae.eval.settings import LinprobeSettings
@@ -108,25 +116,28 @@ def _linprobe(s: LinprobeSettings, ctx: RunContext, found: Path | None) -> dict[
     ctx.say(f"linear probe ({s.features} features) on {backbone.description}")
     for line in probe.notes:
         ctx.say(f"  {line}")
-    lr = s.lr if s.lr is not None else scaled_lr(s.blr, probe.global_batch)
+    effective_batch = probe.global_batch * s.accum_iter
+    lr = s.lr if s.lr is not None else scaled_lr(s.blr, effective_batch)
     optimizer = LARS(param_groups(probe.head, s.weight_decay), lr=lr)
     done, best, history = 0, 0.0, []
     if found is not None:
         done, best, history = _restore(found, probe.head, optimizer, s, ctx)
         ctx.say(f"resumed from {found} after epoch {done}")
 
-    steps = probe.train.steps_per_epoch
+    steps = optimizer_steps(probe.train.steps_per_epoch, s.accum_iter)
     autocast = nullcontext if s.cached else ctx.autocast  # the head alone runs in fp32
     tools = StepTools(
         optimizer, nn.CrossEntropyLoss(), Schedule(lr, s.warmup_epochs * steps,
         s.epochs * steps, s.min_lr), ctx.device, autocast, None if s.cached else ctx.scaler,
         logger=ctx.logger(s.epochs * steps, done * steps), log_every=s.log_every,
+        accum_iter=s.accum_iter,
     )  # fmt: skip
     began = time.time() - spent_seconds(history)
     step = done * steps
     metrics: dict[str, Any] = {}
     for epoch in range(done, s.epochs):
-        step = train_one_epoch(probe.model, probe.train.epoch(epoch), tools, step)
+        batches = itertools.islice(probe.train.epoch(epoch), steps * s.accum_iter)
+        step = train_one_epoch(probe.model, batches, tools, step)
         metrics = evaluate(probe.model, probe.test, ctx.device, autocast, over_ranks=not s.cached)
         best = max(best, metrics["top1"])
         history.append({"epoch": epoch + 1, **metrics, "seconds": round(time.time() - began, 1)})
@@ -149,7 +160,7 @@ def _linprobe(s: LinprobeSettings, ctx: RunContext, found: Path | None) -> dict[
         "train_images": probe.train_images,
         "eval_images": metrics["images"],
         "epochs": s.epochs,
-        "effective_batch": probe.global_batch,
+        "effective_batch": effective_batch,
         "lr": lr,
         "top1": metrics["top1"],
         "top5": metrics["top5"],

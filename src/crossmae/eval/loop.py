@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -52,44 +52,68 @@ class StepTools:
     ema: nn.Module | None = None  # timm.utils.ModelEmaV3
     logger: RunLogger | None = None
     log_every: int = 20
+    accum_iter: int = 1  # batches per optimizer step
+
+
+def optimizer_steps(batches_per_epoch: int, accum_iter: int) -> int:
+    """Optimizer steps in an epoch of `batches_per_epoch` (a last, partial group is left out)."""
+    if batches_per_epoch < accum_iter:
+        raise CrossMAEError(
+            f"an epoch has {batches_per_epoch} batches, fewer than --accum-iter {accum_iter}; "
+            "lower --accum-iter or --batch-size"
+        )
+    return batches_per_epoch // accum_iter
 
 
 def train_one_epoch(model: nn.Module, batches: Batches, tools: StepTools, step: int) -> int:
     """Train over `batches` starting at optimizer step `step`; returns the next step.
 
-    Non-finite steps are skipped on the device; a non-finite loss at a logging step stops
-    the run with an error (a diverged run should not keep writing checkpoints).
+    Every `tools.accum_iter` batches make one optimizer step, as MAE's `--accum_iter` (the
+    gradients of the others are summed locally, without a DDP all-reduce). Non-finite steps
+    are skipped on the device; a non-finite loss at a logging step stops the run with an
+    error (a diverged run should not keep writing checkpoints).
     """
     model.train()
-    opt = tools.optimizer
+    opt, accum = tools.optimizer, tools.accum_iter
     params = [p for p in model.parameters() if p.requires_grad]
-    for imgs, targets in batches:
-        lr = tools.schedule(step)
-        set_lr(opt, lr)
+    no_sync = getattr(model, "no_sync", nullcontext)  # DDP: all-reduce the last batch only
+    loss_sum = torch.zeros((), device=tools.device)
+    for i, (imgs, targets) in enumerate(batches):
+        if i % accum == 0:
+            lr = tools.schedule(step)
+            set_lr(opt, lr)
+            opt.zero_grad(set_to_none=True)
+            loss_sum.zero_()
         imgs = imgs.to(tools.device, non_blocking=True)
         targets = targets.to(tools.device, non_blocking=True)
         if tools.mixup is not None:
             imgs, targets = tools.mixup(imgs, targets)
-        with tools.autocast():
-            loss = tools.criterion(model(imgs).float(), targets)
-        opt.zero_grad(set_to_none=True)
+        last = (i + 1) % accum == 0
+        with nullcontext() if last else no_sync():
+            with tools.autocast():
+                loss = tools.criterion(model(imgs).float(), targets) / accum
+            if tools.scaler is not None:
+                tools.scaler.scale(loss).backward()
+            else:
+                loss.backward()
+        loss_sum += loss.detach()
+        if not last:
+            continue
         if tools.scaler is not None:  # it skips the update itself when the gradient overflowed
-            tools.scaler.scale(loss).backward()
             tools.scaler.unscale_(opt)
             if tools.clip_grad is not None:
                 grad_norm(params, tools.clip_grad)
             tools.scaler.step(opt)
             tools.scaler.update()
         else:
-            loss.backward()
             norm = grad_norm(params, tools.clip_grad)
-            nonfinite = ~torch.isfinite(loss.detach()) | ~torch.isfinite(norm)
+            nonfinite = ~torch.isfinite(loss_sum) | ~torch.isfinite(norm)
             step_unless_nonfinite(opt, nonfinite.float())
         if tools.ema is not None:
             tools.ema.update(model, step=step)
         step += 1
         if step % tools.log_every == 0:
-            value = all_reduce_mean(loss.detach()).item()
+            value = all_reduce_mean(loss_sum).item()
             if not math.isfinite(value):
                 raise CrossMAEError(f"the loss is {value} at step {step}; lower the learning rate")
             if tools.logger is not None:

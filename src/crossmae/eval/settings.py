@@ -105,6 +105,9 @@ class TrainedSettings(EvalSettings):
         None, "training images per epoch for tar shards, which have no length", DATA
     )
     epochs: int = setting(100, "epochs to train", OPTIM)
+    accum_iter: int = setting(
+        1, "batches accumulated per optimizer step (effective batch: × this × processes)", OPTIM
+    )
     warmup_epochs: float = setting(5.0, "epochs of linear learning-rate warmup", OPTIM)
     blr: float = setting(5e-4, "base learning rate: lr = blr × effective batch / 256", OPTIM)
     lr: float | None = setting(None, "absolute learning rate (overrides --blr)", OPTIM)
@@ -119,7 +122,7 @@ class TrainedSettings(EvalSettings):
 
     def validate(self: S) -> S:
         super().validate()
-        _at_least(self, 1, "epochs", "log_every", "samples_per_epoch")
+        _at_least(self, 1, "epochs", "accum_iter", "log_every", "samples_per_epoch")
         check_schedule(self.epochs, self.warmup_epochs, self.lr, self.blr, self.min_lr)
         if self.weight_decay < 0:
             raise CrossMAEError("--weight-decay must not be negative")
