@@ -14,6 +14,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -64,6 +65,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--authors-repo", help="path to the authors' CrossMAE code to compare")
     args = parser.parse_args()
+    if args.authors_repo:  # checked before any timing starts
+        needed = [Path(args.authors_repo) / f for f in ("models_cross.py", "util/pos_embed.py")]
+        if missing := [str(f) for f in needed if not f.is_file()]:
+            parser.error(f"--authors-repo needs {', '.join(missing)} (their checkout plus MAE's)")
     torch.manual_seed(0)
     imgs = torch.randn(args.batch_size, 3, 224, 224)
     runs = {"crossmae (this package)": ours(args.model, args.prediction_ratio, imgs)}

@@ -12,6 +12,7 @@ the same files back, byte for byte.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import zipfile
 from pathlib import Path
@@ -37,7 +38,9 @@ def split_jpeg(data: bytes) -> tuple[bytes, bytes]:
 
 def pack(folder: Path, output: Path) -> tuple[int, list[Path]]:
     """Pack every .jpg / .jpeg under `folder`; returns their count and the files left out."""
-    found = sorted(p for p in folder.rglob("*") if p.is_file())
+    if output.suffix != ".npz":
+        raise PackError(f"{output} must end in .npz (numpy would add it, and unpack not find it)")
+    found = sorted(_files_under(folder))
     files = [p for p in found if p.suffix.lower() in SUFFIXES]
     if not files:
         raise PackError(f"no JPEG files under {folder}")
@@ -59,6 +62,20 @@ def pack(folder: Path, output: Path) -> tuple[int, list[Path]]:
         **_flat("bodies", bodies),
     )
     return len(files), [p for p in found if p.suffix.lower() not in SUFFIXES]
+
+
+def _files_under(folder: Path) -> list[Path]:
+    """Every file under `folder`, through linked folders too (as the image-folder reader
+    goes), each real folder once."""
+    seen, out = set(), []
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs.clear()
+            continue
+        seen.add(real)
+        out += [Path(root) / n for n in names if (Path(root) / n).is_file()]
+    return out
 
 
 def _flat(name: str, items: list[bytes]) -> dict[str, np.ndarray]:

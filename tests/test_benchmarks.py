@@ -51,6 +51,12 @@ def jpeg_folder(root: Path, count: int) -> Path:
 
 
 @pytest.mark.slow
+def test_cpu_step_names_what_an_authors_checkout_lacks(tmp_path):
+    done = run("cpu_step.py", "--steps", "1", "--authors-repo", str(tmp_path))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"--authors-repo needs {tmp_path / 'models_cross.py'}" in done.stderr
+
+
 def test_throughput_smoke_mode(tmp_path):
     out = tmp_path / "throughput.json"
     data = jpeg_folder(tmp_path, 24)

@@ -90,3 +90,16 @@ def test_an_unwritable_output_is_one_sentence_and_leaves_no_file(fmt, tmp_path, 
         assert main(["export", str(source), "--format", fmt, "--output", str(output)]) == 2
         assert f"error: cannot write {output}" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # no temporary file left
+
+
+def test_export_never_writes_over_its_checkpoint(tmp_path, capsys):
+    source = tmp_path / "checkpoint.pth"
+    save_model(source, create_model("crossmae_vit_tiny_patch4_32", depth=2, decoder_depth=2))
+    before = source.read_bytes()
+    for output, message in ((source, "is the checkpoint being exported"),
+                            (tmp_path / "enc.pth", "must end in .safetensors")):  # fmt: skip
+        assert (
+            main(["export", str(source), "--format", "safetensors", "--output", str(output)]) == 2
+        )
+        assert message in capsys.readouterr().err
+    assert source.read_bytes() == before

@@ -92,3 +92,14 @@ def test_unpack_refuses_paths_outside_the_target(tmp_path, capsys, absolute):
         f"unpack: {path} would land outside {tmp_path / 'out'}"
     )
     assert not (tmp_path / "escape.jpg").exists() and not (tmp_path / "out").exists()
+
+
+def test_linked_class_folders_are_packed_and_the_archive_must_end_in_npz(tmp_path, capsys):
+    files = write_jpegs(tmp_path / "real")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "train").symlink_to(tmp_path / "real" / "train")  # a linked split
+    assert packer.main(["pack", str(tmp_path / "in"), str(tmp_path / "p.npz")]) == 0
+    with np.load(tmp_path / "p.npz") as packed:
+        assert len(packed["paths"]) == sum(name.startswith("train") for name in files)
+    assert packer.main(["pack", str(tmp_path / "in"), str(tmp_path / "noext")]) == 2
+    assert "must end in .npz" in capsys.readouterr().err

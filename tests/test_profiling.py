@@ -153,3 +153,17 @@ def test_cuda_without_a_gpu_is_a_clear_error(capsys):
     argv = ["profile", "--model", "mae_vit_tiny_patch4_32", "--device", "cuda", "--steps", "1"]
     assert main(argv) == 2
     assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_a_batch_of_zero_is_refused_not_replaced(capsys):
+    argv = [
+        "profile",
+        "--model",
+        "crossmae_vit_tiny_patch4_32",
+        "--steps",
+        "1",
+        "--batch-size",
+        "0",
+    ]
+    assert main(argv) == 2
+    assert "batch" in capsys.readouterr().err

@@ -74,6 +74,14 @@ def test_flat_folder_is_unlabeled(tmp_path, real_jpegs):
     assert all(ds[i][1] == -1 for i in range(7))
 
 
+def test_a_home_folder_named_like_a_pattern_is_a_folder(tmp_path, real_jpegs, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for i, (data, _) in enumerate(real_jpegs[:3]):
+        (tmp_path / "imgs [v2]").mkdir(exist_ok=True)
+        (tmp_path / "imgs [v2]" / f"img{i}.jpg").write_bytes(data)
+    assert len(open_image_dataset("~/imgs [v2]")) == 3  # not a glob of shards
+
+
 def test_builtin_demo_set():
     train, test, val = (open_image_dataset(None, split) for split in ("train", "test", "val"))
     assert (len(train), len(test), len(val)) == (5000, 1000, 1000)

@@ -243,3 +243,9 @@ def test_damaged_or_foreign_checkpoints_are_one_sentence(ckpt, message, tmp_path
     torch.save(ckpt(), tmp_path / "bad.pth")
     with pytest.raises(CrossMAEError, match=message):
         crossmae.load_model(tmp_path / "bad.pth")
+
+
+def test_our_checkpoint_given_to_the_authors_loader_points_to_load_model(tmp_path):
+    crossmae.save_model(tmp_path / "ours.pth", crossmae.create_model("mae_vit_tiny_patch4_32"))
+    with pytest.raises(CrossMAEError, match=r"is a crossmae checkpoint; load it with crossmae\."):
+        load_official_checkpoint(tmp_path / "ours.pth")

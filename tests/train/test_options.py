@@ -67,13 +67,27 @@ def test_defaults_are_not_shared_between_instances():
         ("precision", "fp8", "--precision must be one of bf16, fp32"),
         ("epochs", None, "--epochs needs a value"),
         ("overrides", ["depth"], "--overrides must be KEY=VALUE pairs"),
+        ("overrides", {1: 2}, "--overrides must have names as keys, not 1"),
+        ("output_dir", ["runs", "r02"], "--output-dir must be text"),
+        ("epochs", "nan", "--epochs is not a valid N"),
     ],
 )
 def test_bad_values_name_the_setting(name, value, message):
     hints = {"epochs": int, "compile": bool, "precision": Literal["bf16", "fp32"],
-             "overrides": dict[str, Any]}  # fmt: skip
+             "overrides": dict[str, Any], "output_dir": str | None}  # fmt: skip
     with pytest.raises(CrossMAEError, match=message.replace("[", r"\[")):
         coerce(name, value, hints[name])
+
+
+def test_repeated_dict_flags_add_up():
+    flags = parse(["--overrides", "depth=3", "--overrides", "decoder_depth=1"])
+    assert build_dataclass(Settings, flags).overrides == {"depth": 3, "decoder_depth": 1}
+
+
+def test_floats_must_be_finite():
+    for text in ("nan", "inf", "-inf"):
+        with pytest.raises(CrossMAEError, match="--blr must be a finite number"):
+            coerce("blr", text, float)
 
 
 def test_whole_numbers_in_e_notation_are_read():
@@ -95,6 +109,12 @@ def test_yaml_must_be_a_mapping(tmp_path):
         read_yaml(path)
     with pytest.raises(CrossMAEError, match="does not exist"):
         read_yaml(tmp_path / "missing.yaml")
+    path.write_text("1: 2\n")
+    with pytest.raises(CrossMAEError, match="has a setting named 1, not a name"):
+        read_yaml(path)
+    path.write_bytes(b"\xff\xfe bad")
+    with pytest.raises(CrossMAEError, match="cannot be read as UTF-8 text"):
+        read_yaml(path)
 
 
 def test_help_shows_each_flag_once_with_its_default():

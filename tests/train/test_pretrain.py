@@ -242,3 +242,49 @@ def test_an_interval_without_a_finite_step_logs_no_loss(tiny, image_folder, tmp_
     records = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines()]
     skipped = [r for r in records if r["step"] > 2]  # step 1's loss came before any update
     assert skipped and all("loss" not in r and "grad_norm" not in r for r in skipped)
+
+
+def test_online_knn_refuses_splits_with_other_class_folders(
+    tiny, image_folder, write_images, tmp_path, capsys
+):
+    write_images(image_folder / "val", 4, seed=3)
+    for image in (image_folder / "val" / "a").iterdir():  # val holds class b alone
+        image.unlink()
+    (image_folder / "val" / "a").rmdir()
+    err = _error(capsys, *tiny, "--data", str(image_folder), "--knn-every-epochs", "1",
+                 "--output-dir", str(tmp_path / "knn"))  # fmt: skip
+    assert "needs the same class folders in its train and eval splits" in err
+
+
+def test_an_output_folder_under_a_file_is_one_sentence(quiet, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    err = _error(capsys, *quiet, "--output-dir", str(tmp_path / "afile" / "sub"))
+    assert f"is under the file {tmp_path / 'afile'}, not a folder" in err
+
+
+def test_a_folder_with_a_run_that_saved_no_checkpoint_is_not_written_over(quiet, tmp_path, capsys):
+    (tmp_path / "exp").mkdir()
+    recipe = tmp_path / "exp" / "config.yaml"
+    recipe.write_text("# my notes\nepochs: 1\n")
+    err = _error(capsys, *quiet, "--config", str(recipe), "--output-dir", str(tmp_path / "exp"))
+    assert "already holds a run; pass --resume auto" in err
+    assert recipe.read_text().startswith("# my notes")
+
+
+def test_samples_per_epoch_is_refused_for_image_folders(tiny, image_folder, capsys):
+    err = _error(capsys, *tiny, "--data", str(image_folder), "--samples-per-epoch", "80")
+    assert "--samples-per-epoch is for tar shards" in err
+
+
+def test_a_run_that_logged_no_step_says_so(tiny, image_folder, tmp_path, capsys):
+    code, out, err = pretrain(capsys, *tiny, "--data", str(image_folder), "--epochs", "3",
+                              "--batch-size", "8", "--warmup-epochs", "0", "--max-steps", "1",
+                              "--output-dir", str(tmp_path / "a"))  # fmt: skip
+    assert code == 0, err
+    args = [*tiny, "--data", str(image_folder), "--epochs", "3", "--batch-size", "8",
+            "--warmup-epochs", "0", "--resume", str(tmp_path / "a" / "checkpoint.pth"),
+            "--output-dir", str(tmp_path / "b"), "--max-steps", "4"]  # fmt: skip
+    code, out, err = pretrain(capsys, *args)
+    assert code == 0, err
+    assert "loss    not logged: no step of this run fell on a --log-every 20 step" in out
+    assert "nan" not in out and "0 images/s" not in out

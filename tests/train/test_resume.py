@@ -259,7 +259,7 @@ def test_a_resume_already_past_its_epochs_is_refused(tiny, image_folder, tmp_pat
     run = _short_run(tiny, image_folder, tmp_path / "run")
     assert main(["pretrain", *run, "--resume", "auto", "--max-steps", "12"]) == 0
     assert main(["pretrain", *run, "--resume", "auto", "--epochs", "1"]) == 2
-    assert "epoch 1, step 4 of an epoch, already past --epochs 1" in capsys.readouterr().err
+    assert "is 1.5 epochs in (step 12), already past --epochs 1" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -284,3 +284,14 @@ def test_sigterm_to_the_whole_job_saves_even_with_loader_workers(
     assert process.returncode == 143, err
     assert "stopped by SIGTERM" in out and "Traceback" not in err
     assert load_training_state(run_dir / "checkpoint.pth")["global_step"] >= 3
+
+
+def test_a_mid_epoch_shard_resume_with_other_readers_is_refused(tiny, tmp_path, capsys):
+    """Shards are dealt to processes x workers; dealt otherwise, the rest of the epoch would
+    repeat some images and skip others."""
+    args = [*tiny, "--data", write_shards(tmp_path / "shards"), "--samples-per-epoch", "72",
+            "--epochs", "2", "--batch-size", "8", "--warmup-epochs", "0",
+            "--output-dir", str(tmp_path / "cut")]  # fmt: skip
+    assert main(["pretrain", *args, "--num-workers", "2", "--max-steps", "4"]) == 0
+    assert main(["pretrain", *args, "--num-workers", "1", "--resume", "auto"]) == 2
+    assert "dealt to 2 readers (processes x loader workers)" in capsys.readouterr().err

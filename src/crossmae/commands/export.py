@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +24,10 @@ def run(args: argparse.Namespace) -> int:
     from crossmae.models.autoencoder import MaskedAutoencoder
     from crossmae.models.checkpoint import load_model, save_safetensors
 
+    if Path(args.output).expanduser().resolve() == Path(args.checkpoint).expanduser().resolve():
+        raise CrossMAEError(f"--output {args.output} is the checkpoint being exported")
+    if Path(args.output).suffix != ".safetensors":
+        raise CrossMAEError(f"--output {args.output} must end in .safetensors (what it holds)")
     model = load_model(args.checkpoint)
     if args.format == "safetensors":
         if not isinstance(model, MaskedAutoencoder):

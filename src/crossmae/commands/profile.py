@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
                 )
             overrides["prediction_ratio"] = args.prediction_ratio
         rows = [(args.model, get_config(args.model, **overrides))]
-    batch = args.batch_size or (64 if args.device == "cuda" else 8)
+    batch = args.batch_size if args.batch_size is not None else 64 if args.device == "cuda" else 8
     options = {
         "batch_size": batch,
         "device": args.device,

@@ -47,7 +47,7 @@ def open_image_dataset(
     if path is None:
         return DemoImages(split, **options)
     text = str(path)
-    if not Path(text).exists() and ("{" in text or glob.has_magic(text)):
+    if not Path(text).expanduser().exists() and ("{" in text or glob.has_magic(text)):
         return ShardImages(expand_shards(text), description=text, **shard_options)
     root = Path(text).expanduser()
     if not root.exists():

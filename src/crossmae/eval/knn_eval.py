@@ -18,7 +18,7 @@ def results_path(s: KnnSettings) -> Path:
     """`--output-dir`/knn.json, or beside the checkpoint as <name>.knn.json."""
     if s.output_dir is not None:
         return Path(s.output_dir) / "knn.json"
-    checkpoint = Path(s.checkpoint)
+    checkpoint = Path(s.checkpoint).resolve()  # `.` (a hub folder) has a name once resolved
     return checkpoint.with_name(f"{checkpoint.stem}.knn.json")
 
 

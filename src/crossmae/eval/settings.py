@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from crossmae.errors import CrossMAEError
+from crossmae.serialization import check_output_folder
 from crossmae.train.options import (
     DashesFormatter,
     add_dataclass_arguments,
@@ -62,8 +63,8 @@ class EvalSettings:
     device: str = setting("auto", "cpu, cuda, or auto (cuda when there is a GPU)", RUN, "DEV")
     seed: int = setting(0, "seed for the head's initialisation, data order and augmentation", RUN)
     output_dir: str | None = setting(
-        None, "where results (and checkpoints) go (default: runs/<command>/<checkpoint name>, "
-        "with its folder's name before a checkpoint*.pth)",
+        None, "where results (and checkpoints) go (default: kNN beside the checkpoint; the others "
+        "runs/<command>/<checkpoint name>, its folder's name first for a checkpoint*.pth)",
         RUN, metavar="DIR",
     )  # fmt: skip
 
@@ -91,6 +92,8 @@ class EvalSettings:
                   "train_images", "eval_images")  # fmt: skip
         _at_least(self, 0, "num_workers")
         self.image_size()
+        if self.output_dir is not None:
+            check_output_folder(self.output_dir)
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -230,6 +230,8 @@ def load_official_checkpoint(path: str | Path) -> nn.Module:
     ckpt = safe_torch_load(path)
     if not isinstance(ckpt, dict):
         raise CrossMAEError(f"{path} is not a checkpoint dict (found a {type(ckpt).__name__})")
+    if str(ckpt.get("format", "")).startswith("crossmae"):
+        raise CrossMAEError(f"{path} is a crossmae checkpoint; load it with crossmae.load_model")
     state_dict = ckpt.get("model", ckpt)
     if not isinstance(state_dict, dict):
         raise CrossMAEError(f"{path} has no state dict under 'model'")

@@ -175,6 +175,7 @@ class StreamSource:
     ) -> None:
         self.dataset, self.device, self.seed = dataset, device, seed
         self.main_process_decodes = num_workers == 0
+        self.readers = world_size * max(num_workers, 1)  # how the shards are dealt out
         self.batches_per_epoch = samples_per_epoch // (batch_size * world_size)
         self.generator = torch.Generator()
         options = _loader_options(num_workers, pin_memory, device)

@@ -12,10 +12,10 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from crossmae.errors import CrossMAEError
+from crossmae.serialization import check_output_folder
 from crossmae.train.options import coerce, setting
 from crossmae.train.schedule import check_schedule
 
@@ -131,7 +131,8 @@ class PretrainConfig:
     )
     resume: str | None = setting(
         None,
-        "auto: continue from the newest checkpoint in --output-dir (start fresh if none); "
+        "auto: continue from the checkpoint furthest along in --output-dir (start fresh if "
+        "none); "
         "or a checkpoint path",
         RUN,
         "auto|PATH",
@@ -198,8 +199,8 @@ class PretrainConfig:
             raise CrossMAEError(f"--clip-grad must be positive, got {self.clip_grad}")
         if self.weight_decay < 0:
             raise CrossMAEError(f"--weight-decay must not be negative, got {self.weight_decay}")
-        if self.output_dir is not None and Path(self.output_dir).is_file():
-            raise CrossMAEError(f"--output-dir {self.output_dir} is a file, not a folder")
+        if self.output_dir is not None:
+            check_output_folder(self.output_dir)
         return self
 
     def to_dict(self) -> dict[str, Any]:

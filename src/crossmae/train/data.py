@@ -73,6 +73,11 @@ def open_training_data(
         source: BatchSource = StreamSource(dataset, cfg.samples_per_epoch, **common, **loader)
         description = f"{name}: tar shards, {cfg.samples_per_epoch:,} images per epoch"
     else:
+        if cfg.samples_per_epoch is not None:
+            raise CrossMAEError(
+                "--samples-per-epoch is for tar shards; an epoch of an image folder is all of "
+                "it (--train-images keeps fewer)"
+            )
         size = len(dataset)  # type: ignore[arg-type]
         at_size = _at_size(dataset, height, width)
         in_memory = cfg.in_memory

@@ -33,6 +33,11 @@ class OnlineKNN:
             raise CrossMAEError(
                 "kNN monitoring needs labeled data (class folders, or shards with .cls labels)"
             )
+        if getattr(evaluate, "classes", None) != getattr(train, "classes", None):
+            raise CrossMAEError(
+                "kNN monitoring needs the same class folders in its train and eval splits "
+                "(a label is a class folder's rank, so other folders would mislabel it)"
+            )
         self.k = k
         self.splits = [
             random_subset(dataset, max_images, seed + i, f"kNN monitor's {name}")

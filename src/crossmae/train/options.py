@@ -77,7 +77,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
                 **kwargs,
             )  # fmt: skip
         elif typing.get_origin(tp) is dict:
-            group.add_argument(*flags, nargs="+", **kwargs)
+            group.add_argument(*flags, nargs="+", action="extend", **kwargs)  # repeats add up
         else:
             group.add_argument(*flags, **kwargs)
 
@@ -162,6 +162,8 @@ def coerce(name: str, value: Any, tp: Any, flag: str | None = None) -> Any:
                 raise ValueError("must be a finite number")
             return number
         if base is str:
+            if isinstance(value, (list, tuple, dict, bool)):
+                raise ValueError("must be text")
             return str(value)
         if origin in (list, tuple):
             if isinstance(value, str):
@@ -203,6 +205,9 @@ def _to_bool(value: Any) -> bool:
 def _to_dict(value: Any) -> dict[str, Any]:
     """A mapping from YAML, or `KEY=VALUE` words from the command line (values as YAML)."""
     if isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str):
+                raise ValueError(f"must have names as keys, not {key!r}")
         return dict(value)
     words = [value] if isinstance(value, str) else list(value)
     out: dict[str, Any] = {}
@@ -222,10 +227,15 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise CrossMAEError(f"config file {path} is not valid YAML: {err}") from None
+    except (UnicodeDecodeError, OSError) as err:
+        raise CrossMAEError(f"config file {path} cannot be read as UTF-8 text: {err}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise CrossMAEError(f"config file {path} must hold a mapping of settings")
+    for key in data:
+        if not isinstance(key, str):
+            raise CrossMAEError(f"config file {path} has a setting named {key!r}, not a name")
     return data
 
 

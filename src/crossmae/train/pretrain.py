@@ -116,7 +116,8 @@ def _checkpoint_to_resume(cfg: PretrainConfig) -> Path | None:
     if not Path(cfg.output_dir).is_dir():
         return None  # validate() refuses a file there
     latest = ckpt.latest_checkpoint(cfg.output_dir)
-    if latest is not None and cfg.resume is None:
+    started = latest is not None or (Path(cfg.output_dir) / CONFIG_YAML).exists()
+    if started and cfg.resume is None:  # a run that saved no checkpoint yet has a config.yaml
         raise CrossMAEError(
             f"{cfg.output_dir} already holds a run; pass --resume auto to continue it, "
             "or choose another --output-dir"
@@ -256,16 +257,24 @@ class Pretrainer:
                 f"{state.get('effective_batch')}; resume it with the same batch size, "
                 "accumulation and process count"
             )
+        readers = state.get("data_readers")
+        if state["step_in_epoch"] and readers not in (None, getattr(self.source, "readers", None)):
+            raise CrossMAEError(
+                f"checkpoint {path} stopped mid-epoch with its tar shards dealt to {readers} "
+                "readers (processes x loader workers); resume it with the same --num-workers "
+                "and process count, or from an epoch's end"
+            )
         if state["step_in_epoch"] > self.steps_per_epoch:
             raise CrossMAEError(
                 f"checkpoint {path} stopped at step {state['step_in_epoch']} of an epoch, but an "
                 f"epoch of {self.data.description} has {self.steps_per_epoch} steps; resume it "
                 "on the data it was trained on (the same --data and --train-images)"
             )
-        if state["epoch"] + state["step_in_epoch"] / self.steps_per_epoch > self.cfg.epochs:
+        done = state["epoch"] + state["step_in_epoch"] / self.steps_per_epoch
+        if done > self.cfg.epochs:
             raise CrossMAEError(
-                f"checkpoint {path} is at epoch {state['epoch']}, step {state['step_in_epoch']} "
-                f"of an epoch, already past --epochs {self.cfg.epochs}; resume with more epochs"
+                f"checkpoint {path} is {done:.3g} epochs in (step {state['global_step']}), "
+                f"already past --epochs {self.cfg.epochs}; resume with more epochs"
             )
         settings = [{k: v for k, v in g.items() if k != "params"}
                     for g in self.optimizer.param_groups]  # fmt: skip
@@ -529,6 +538,7 @@ class Pretrainer:
                 config=self.cfg.to_dict(), scaler_state=scaler.state_dict() if scaler else None,
                 generators={"masking": self.masking}, model_state=model_state,
                 effective_batch=self.effective_batch, nonfinite_steps=self.nonfinite_steps,
+                data_readers=getattr(self.source, "readers", None),
                 train_seconds=self._seconds(),
             )  # fmt: skip
         return path
@@ -605,9 +615,12 @@ class Pretrainer:
         lines = [
             "",
             f"done in {took}: {self.global_step} steps, epoch "
-            f"{self.epoch + self.step_in_epoch / self.steps_per_epoch:.3g}/{self.cfg.epochs}, "
-            f"{np.median(speed) if speed else 0:.0f} images/s",
-            f"loss    {first:.4f} (first log) -> {last:.4f} (last log)",
+            f"{self.epoch + self.step_in_epoch / self.steps_per_epoch:.3g}/{self.cfg.epochs}"
+            + (f", {np.median(speed):.0f} images/s" if speed else ""),
+            f"loss    {first:.4f} (first log) -> {last:.4f} (last log)"
+            if records
+            else f"loss    not logged: no step of this run fell on a --log-every "
+            f"{self.cfg.log_every} step",
         ]
         if self.nonfinite_steps:
             lines.append(f"skipped {self.nonfinite_steps} steps with a non-finite loss or gradient")
