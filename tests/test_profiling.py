@@ -95,18 +95,7 @@ def test_text_report(capsys):
     out = capsys.readouterr().out
     assert out.count("crossmae_vit_tiny_patch4_32") == 4
     assert "decoder FLOPs 2.60x fewer than MAE" in out and "step" not in out.split("FLOPs:")[0]
-    argv = [
-        "profile",
-        "--model",
-        "crossmae_vit_tiny_patch4_32",
-        "--img-size",
-        "16",
-        "--steps",
-        "1",
-        "--batch-size",
-        "2",
-    ]
-    assert main(argv) == 0
+    assert main(_one_step("2")) == 0
     assert "batch 2 on cpu, mean of 1 steps" in capsys.readouterr().out
 
 
@@ -155,15 +144,11 @@ def test_cuda_without_a_gpu_is_a_clear_error(capsys):
     assert "no CUDA GPU" in capsys.readouterr().err
 
 
+def _one_step(batch: str) -> list[str]:
+    tiny = ["--model", "crossmae_vit_tiny_patch4_32", "--img-size", "16"]
+    return ["profile", *tiny, "--steps", "1", "--batch-size", batch]
+
+
 def test_a_batch_of_zero_is_refused_not_replaced(capsys):
-    argv = [
-        "profile",
-        "--model",
-        "crossmae_vit_tiny_patch4_32",
-        "--steps",
-        "1",
-        "--batch-size",
-        "0",
-    ]
-    assert main(argv) == 2
+    assert main(_one_step("0")) == 2
     assert "batch" in capsys.readouterr().err
