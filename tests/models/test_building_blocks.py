@@ -91,5 +91,5 @@ def test_invalid_settings_name_the_problem(overrides, message):
 def test_unknown_model_and_setting():
     with pytest.raises(CrossMAEError, match="unknown model"):
         get_config("crossmae_vit_gigantic")
-    with pytest.raises(CrossMAEError, match="unknown model setting"):
+    with pytest.raises(CrossMAEError, match=r"mask_rato \(did you mean mask_ratio\?\)"):
         get_config("crossmae_vit_tiny_patch4_32", mask_rato=0.5)

@@ -249,3 +249,13 @@ def test_our_checkpoint_given_to_the_authors_loader_points_to_load_model(tmp_pat
     crossmae.save_model(tmp_path / "ours.pth", crossmae.create_model("mae_vit_tiny_patch4_32"))
     with pytest.raises(CrossMAEError, match=r"is a crossmae checkpoint; load it with crossmae\."):
         load_official_checkpoint(tmp_path / "ours.pth")
+
+
+def test_an_encoder_whose_width_its_named_size_cannot_split_is_one_sentence(tmp_path):
+    import timm
+
+    narrow = timm.create_model("vit_tiny_patch16_224", embed_dim=64, depth=1, num_heads=2)
+    torch.save({"model": narrow.state_dict(), "args": argparse.Namespace(model="vit_base_patch16")},
+               tmp_path / "ft.pth")  # fmt: skip
+    with pytest.raises(CrossMAEError, match="64 wide, which 12 heads"):
+        load_official_checkpoint(tmp_path / "ft.pth")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -193,7 +194,7 @@ class AutoencoderConfig:
     def replace(self, **changes: Any) -> AutoencoderConfig:
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
-            raise CrossMAEError(f"unknown model setting(s): {', '.join(sorted(unknown))}")
+            raise CrossMAEError(_unknown(unknown))
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -209,8 +210,16 @@ class AutoencoderConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise CrossMAEError(f"unknown model setting(s): {', '.join(sorted(unknown))}")
+            raise CrossMAEError(_unknown(unknown))
         data = dict(data)
         if isinstance(data.get("img_size"), list):
             data["img_size"] = tuple(data["img_size"])
         return cls(**data)
+
+
+def _unknown(names: set[str]) -> str:
+    """Name the unknown settings, and the known one each was probably meant to be."""
+    known = [f.name for f in dataclasses.fields(AutoencoderConfig)]
+    guesses = {n: difflib.get_close_matches(n, known, n=1, cutoff=0.6) for n in sorted(names)}
+    hints = [f"{n} (did you mean {g[0]}?)" if g else n for n, g in guesses.items()]
+    return f"unknown model setting(s): {', '.join(hints)}"

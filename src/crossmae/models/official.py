@@ -194,6 +194,11 @@ def _encoder_only_model(args: dict[str, Any], state_dict: dict[str, torch.Tensor
     # weights' shapes do not depend on the head count, so a wrong guess would load silently.
     heads_by_width = {width: heads for _, width, _, heads in VIT_SIZES.values()}
     heads = VIT_SIZES[size][3] if size else heads_by_width.get(dim, max(1, dim // 64))
+    if dim % heads:
+        raise CrossMAEError(
+            f"the encoder is {dim} wide, which {heads} heads (args.model "
+            f"{args.get('model')!r}) do not divide: the checkpoint's args do not fit its weights"
+        )
     num_tokens = int(state_dict["pos_embed"].shape[1]) - 1
     img_size = int(args.get("input_size", round(num_tokens**0.5) * patch))
     state_dict = _fold_probe_head(state_dict)
