@@ -79,6 +79,18 @@ def test_bad_values_name_the_setting(name, value, message):
         coerce(name, value, hints[name])
 
 
+def test_switches_take_a_value_or_none():
+    def settings(*argv):
+        cfg = build_dataclass(Settings, parse(list(argv)))
+        return cfg.compile, cfg.in_memory
+
+    assert settings("--compile") == (True, None) and settings("--compile", "false") == (False, None)
+    assert settings("--in-memory") == (False, True)
+    assert settings("--in-memory", "auto") == (False, None)
+    with pytest.raises(SystemExit):
+        parse(["--no-compile", "true"])
+
+
 def test_repeated_dict_flags_add_up():
     flags = parse(["--overrides", "depth=3", "--overrides", "decoder_depth=1"])
     assert build_dataclass(Settings, flags).overrides == {"depth": 3, "decoder_depth": 1}
@@ -122,4 +134,4 @@ def test_help_shows_each_flag_once_with_its_default():
     add_dataclass_arguments(parser, Settings)
     text = parser.format_help()
     assert "--clip-grad X" in text and "--clip_grad" not in text
-    assert "(default: 0.9,0.95)" in text and "--compile, --no-compile" in text
+    assert "(default: 0.9,0.95)" in text and "--compile [{true,false}], --no-compile" in text

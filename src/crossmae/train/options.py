@@ -43,6 +43,10 @@ class DashesFormatter(argparse.HelpFormatter):
     def _format_action_invocation(self, action: argparse.Action) -> str:
         saved = action.option_strings
         action.option_strings = [s for s in saved if "_" not in s] or saved
+        if isinstance(action, _BoolAction):  # the value goes with the plain flag alone
+            plain, *negated = action.option_strings
+            action.option_strings = saved
+            return ", ".join([f"{plain} [{{true,false}}]", *negated])
         try:
             return super()._format_action_invocation(action)
         finally:
@@ -71,11 +75,13 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             "metavar": f.metadata.get("metavar") or _metavar(tp),
         }
         if tp is bool:
-            kwargs.pop("metavar")
+            kwargs["metavar"] = "{true,false}"
             group.add_argument(
-                *flags, *[f"--no-{s[2:]}" for s in flags], action=_BoolAction, nargs=0,
+                *flags, *[f"--no-{s[2:]}" for s in flags], action=_BoolAction, nargs="?",
                 **kwargs,
             )  # fmt: skip
+        elif _strip_optional(tp) is bool:  # true, false or auto; alone, the flag means true
+            group.add_argument(*flags, nargs="?", const="true", **kwargs)
         elif typing.get_origin(tp) is dict:
             group.add_argument(*flags, nargs="+", action="extend", **kwargs)  # repeats add up
         else:
@@ -83,10 +89,16 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
 
 
 class _BoolAction(argparse.Action):
-    """`--flag` sets True, `--no-flag` sets False."""
+    """`--flag` or `--flag true` sets True; `--no-flag` or `--flag false` sets False."""
 
     def __call__(self, parser: Any, namespace: Any, values: Any, option: str | None = None) -> None:
-        setattr(namespace, self.dest, not (option or "").startswith("--no"))
+        negated = (option or "").startswith("--no")
+        if values is None:
+            setattr(namespace, self.dest, not negated)
+        elif negated:
+            parser.error(f"{option} takes no value, got {values!r}")
+        else:
+            setattr(namespace, self.dest, values)  # checked with the other values
 
 
 def _show(value: Any) -> str:
