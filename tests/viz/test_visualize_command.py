@@ -47,6 +47,12 @@ def test_reconstruction_grid(checkpoints, image_folder, tmp_path, capsys):
     assert "reference: filling each of those patches with its true mean value" in printed
 
 
+def test_without_images_it_draws_the_builtin_demo_set(checkpoints, tmp_path):
+    out = tmp_path / "demo.png"
+    assert _run(checkpoints["cross"], "--num", 2, "--output", out) == 0
+    _assert_grid(out, 2, 4)
+
+
 def test_decode_all_and_image_files_of_another_size(checkpoints, image_folder, tmp_path, capsys):
     files = sorted((image_folder / "test" / "b").glob("*.png"))  # one of them is 48x40
     out = tmp_path / "all.png"
@@ -148,7 +154,6 @@ def test_fusion_weights(checkpoints, tmp_path):
     [
         (["mae", "--fusion-weights"], "no feature fusion"),
         (["cross_nofusion", "--fusion-weights"], "no feature fusion"),
-        (["cross"], "--image FILE"),
         (["cross", "DATA", "--attention", "--patch", "64"], "patch 64 does not exist"),
         (["mae", "DATA", "--attention", "--patch", "3"], "--patch chooses query patches"),
         (["cross", "DATA", "--mask-ratio", "1.5"], "between 0 and 1"),

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data",
         metavar="PATH",
         help="an image folder (PATH/<split>/<class>/*, PATH/<class>/* or PATH/*), tar shards, "
-        "or 'builtin' for the demo set shipped with the package",
+        "or 'builtin' for the demo set shipped with the package (the default)",
     )
     parser.add_argument("--split", default="test", help="split of --data (default test)")
     parser.add_argument("--num", type=int, default=4, help="images drawn from --data (default 4)")
@@ -117,10 +117,9 @@ def image_figure(model: MaskedAutoencoder, name: str, args: argparse.Namespace) 
     size = size_pair(c.img_size)
     if args.image:
         batch = load_files(args.image, size, c.in_chans)
-    elif args.data:
-        batch = sample_dataset(args.data, args.split, args.num, args.seed, size, c.in_chans)
-    else:
-        raise CrossMAEError("give images with --image FILE... or --data DIR --num N")
+    else:  # no --data: the built-in demo set, as the other commands
+        data = args.data or "builtin"
+        batch = sample_dataset(data, args.split, args.num, args.seed, size, c.in_chans)
     imgs = batch.imgs
     patches = check_patches(args, model)
     noise = make_noise(len(imgs), c.num_patches, args.seed, decode=patches)
