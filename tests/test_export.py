@@ -86,10 +86,12 @@ def test_a_timm_export_read_back_says_what_it_is(tmp_path, capsys):
 def test_an_unwritable_output_is_one_sentence_and_leaves_no_file(fmt, tmp_path, capsys):
     source = REFERENCE_DIR / "crossmae_wfm_input_pr025.checkpoint.pth"
     (tmp_path / "a_file").write_text("x")
-    for output in (tmp_path, tmp_path / "a_file" / "model.safetensors"):  # a folder; under a file
+    (tmp_path / "a_folder.safetensors").mkdir()
+    for output in (tmp_path / "a_folder.safetensors", tmp_path / "a_file" / "model.safetensors"):
         assert main(["export", str(source), "--format", fmt, "--output", str(output)]) == 2
         assert f"error: cannot write {output}" in capsys.readouterr().err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # no temporary file left
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["a_file", "a_folder.safetensors"]  # no temporary file left
 
 
 def test_export_never_writes_over_its_checkpoint(tmp_path, capsys):
