@@ -53,15 +53,12 @@ def safe_torch_load(path: str | Path, mmap: bool = False) -> Any:
 def check_output_folder(folder: str | Path, flag: str = "--output-dir") -> None:
     """A folder to write into: neither it nor a folder above it may be a file (found now,
     not as a traceback after the work is done)."""
-    for path in (Path(folder).expanduser(), *Path(folder).expanduser().parents):
+    target = Path(folder).expanduser()
+    for path in (target, *target.parents):
         if path.exists():
             if not path.is_dir():
-                which = (
-                    "is a file"
-                    if path == Path(folder).expanduser()
-                    else f"is under the file {path}"
-                )
-                raise CrossMAEError(f"{flag} {folder} {which}, not a folder")
+                where = "is a file" if path == target else f"is under the file {path}"
+                raise CrossMAEError(f"{flag} {folder} {where}, not a folder")
             return
 
 

@@ -47,9 +47,9 @@ def open_image_dataset(
     if path is None:
         return DemoImages(split, **options)
     text = str(path)
-    if not Path(text).expanduser().exists() and ("{" in text or glob.has_magic(text)):
-        return ShardImages(expand_shards(text), description=text, **shard_options)
     root = Path(text).expanduser()
+    if not root.exists() and ("{" in text or glob.has_magic(text)):
+        return ShardImages(expand_shards(text), description=text, **shard_options)
     if not root.exists():
         raise CrossMAEError(f"data path {root} does not exist")
     if root.is_file():

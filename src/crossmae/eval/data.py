@@ -13,6 +13,7 @@ from crossmae.data import open_image_dataset
 from crossmae.data.encoded import collate_good, without_stand_ins
 from crossmae.data.subset import random_subset
 from crossmae.errors import CrossMAEError
+from crossmae.train.batches import repeat_passes
 from crossmae.train.distributed import DistInfo
 
 if TYPE_CHECKING:
@@ -189,26 +190,11 @@ class EpochBatches:
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         set_epoch(self.loader, epoch)
-        return checked_labels(self._batches(self.steps_per_epoch), self.num_classes)
-
-    def _batches(self, steps: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """`steps` batches, starting another pass where the data runs dry first (shards, or
-        a --samples-per-epoch above the set's size): the schedule counts on every step, and
-        under torchrun a rank that stopped early would leave the others waiting forever."""
-        produced = 0
-        while True:
-            empty = True
-            for batch in self.loader:
-                empty = False
-                yield batch
-                produced += 1
-                if produced == steps:
-                    return
-            if empty:
-                raise CrossMAEError(
-                    f"the training data gives no full batch of {self.loader.batch_size} "
-                    "images to each process; lower --batch-size"
-                )
+        empty = (f"the training data gives no full batch of {self.loader.batch_size} images "
+                 "to each process; lower --batch-size")  # fmt: skip
+        # shards, or a --samples-per-epoch above the set's size, run dry before the epoch ends
+        batches = repeat_passes(self.loader, self.steps_per_epoch, empty)
+        return checked_labels(batches, self.num_classes)
 
 
 def protocol_batches(

@@ -8,8 +8,9 @@ image the same mask), and a run resumed at batch k of an epoch continues exactly
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sized
-from typing import Any, Protocol
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Sized
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -18,6 +19,8 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 from crossmae.data import InMemoryImages
 from crossmae.errors import CrossMAEError
 from crossmae.train.signals import ignore_stop_signals
+
+T = TypeVar("T")
 
 
 def derive_seed(*parts: int) -> int:
@@ -189,21 +192,27 @@ class StreamSource:
         self.generator.manual_seed(derive_seed(self.seed, epoch))
         if self.main_process_decodes:  # the transforms then draw from the global RNG
             torch.manual_seed(derive_seed(self.seed, epoch, 1))
-        produced = 0
-        while produced < self.batches_per_epoch:
-            empty = True
-            for images, _ in self.loader:
-                empty = False
-                if produced >= start_batch:
-                    yield images.to(self.device, non_blocking=True)
-                produced += 1
-                if produced == self.batches_per_epoch:
-                    return
-            if empty:
-                raise CrossMAEError(
-                    f"the tar shards give no full batch of {self.loader.batch_size} images "
-                    "to each process; use a smaller --batch-size"
-                )
+        empty = (f"the tar shards give no full batch of {self.loader.batch_size} images to "
+                 "each process; use a smaller --batch-size")  # fmt: skip
+        batches = repeat_passes(self.loader, self.batches_per_epoch, empty)
+        for images, _ in itertools.islice(batches, start_batch, None):
+            yield images.to(self.device, non_blocking=True)
+
+
+def repeat_passes(loader: Iterable[T], count: int, empty: str) -> Iterator[T]:
+    """`count` items of `loader`, starting another pass wherever one runs dry first (shards
+    shorter than an epoch): every rank then runs the same steps, as a schedule counts on,
+    and none is left waiting in a collective. A pass that yields nothing raises `empty`."""
+    produced = 0
+    while produced < count:
+        passed = produced
+        for item in loader:
+            yield item
+            produced += 1
+            if produced == count:
+                return
+        if produced == passed:
+            raise CrossMAEError(empty)
 
 
 def is_map_style(dataset: Dataset) -> bool:

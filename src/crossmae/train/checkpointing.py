@@ -127,10 +127,7 @@ def copy_training_state(source: str | Path, path: str | Path) -> None:
 
 def _unwritten(path: Path, err: OSError) -> str:
     """Why the run stops, and what is still there to resume from."""
-    try:
-        kept = latest_checkpoint(path.parent)
-    except CrossMAEError:
-        kept = None
+    kept = readable_latest(path.parent)
     return f"could not write checkpoint {path}: {err.strerror or err}; " + (
         f"the previous checkpoint {kept} is intact" if kept else "no checkpoint was saved yet"
     )
@@ -169,6 +166,15 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
     linking the latest to it has a kept copy ahead of the latest."""
     found = [p for p in Path(output_dir).glob(CHECKPOINT_GLOB) if p.is_file()]
     return max(found, key=lambda p: (global_step_of(p), p.name == LATEST)) if found else None
+
+
+def readable_latest(output_dir: str | Path) -> Path | None:
+    """`latest_checkpoint` for an error message: None, not a second error, when a file there
+    cannot be read."""
+    try:
+        return latest_checkpoint(output_dir)
+    except CrossMAEError:
+        return None
 
 
 def global_step_of(path: str | Path) -> int:

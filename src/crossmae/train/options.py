@@ -42,11 +42,11 @@ class DashesFormatter(argparse.HelpFormatter):
 
     def _format_action_invocation(self, action: argparse.Action) -> str:
         saved = action.option_strings
-        action.option_strings = [s for s in saved if "_" not in s] or saved
+        shown = [s for s in saved if "_" not in s] or saved
         if isinstance(action, _BoolAction):  # the value goes with the plain flag alone
-            plain, *negated = action.option_strings
-            action.option_strings = saved
+            plain, *negated = shown
             return ", ".join([f"{plain} [{{true,false}}]", *negated])
+        action.option_strings = shown
         try:
             return super()._format_action_invocation(action)
         finally:

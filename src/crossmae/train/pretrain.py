@@ -88,14 +88,23 @@ def _resume_point(
     saved = {k: v for k, v in state["config"].items() if k not in PER_INVOCATION}
     cfg = build_dataclass(PretrainConfig, saved, *layers, source=source)
     cfg.output_dir = given.output_dir or str(path.parent)
-    further = ckpt.latest_checkpoint(cfg.output_dir) if Path(cfg.output_dir).is_dir() else None
-    if further is not None and ckpt.global_step_of(further) > state["global_step"]:
-        raise CrossMAEError(
-            f"{further} is further along (step {ckpt.global_step_of(further)}) than {path} "
-            f"(step {state['global_step']}), and continuing from it in {cfg.output_dir} would "
-            "write over it; pass a new --output-dir to branch off"
-        )
+    if given.resume != "auto":  # auto took the furthest checkpoint there already
+        _refuse_writing_over_further(Path(cfg.output_dir), path, state["global_step"])
     return cfg.validate(), state, path
+
+
+def _refuse_writing_over_further(folder: Path, path: Path, step: int) -> None:
+    """Continuing from `path` in `folder` would replace a checkpoint further along there."""
+    further = ckpt.latest_checkpoint(folder) if folder.is_dir() else None
+    if further is None:
+        return
+    further_step = ckpt.global_step_of(further)
+    if further_step > step:
+        raise CrossMAEError(
+            f"{further} is further along (step {further_step}) than {path} (step {step}), and "
+            f"continuing from it in {folder} would write over it; pass a new --output-dir to "
+            "branch off"
+        )
 
 
 def _checkpoint_to_resume(cfg: PretrainConfig) -> Path | None:
@@ -440,10 +449,7 @@ class Pretrainer:
         )
         self.logger.log(record, self.global_step, line)
         if bad[1] >= cfg.max_nonfinite:
-            try:
-                kept = ckpt.latest_checkpoint(self.output_dir)
-            except CrossMAEError:
-                kept = None
+            kept = ckpt.readable_latest(self.output_dir)
             raise CrossMAEError(
                 f"the loss or gradient was not finite for {int(bad[1])} steps in a row (up to "
                 f"step {self.global_step}), so the run stopped; "
