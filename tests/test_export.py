@@ -7,10 +7,13 @@ import timm
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
+from timm.models.vision_transformer import VisionTransformer
 
 from crossmae import CrossMAEError, create_model, load_model, save_model
 from crossmae.cli import main
+from crossmae.models.checkpoint import read_model
+from crossmae.models.classifier import ViTArch, build_vit, classifier_checkpoint
 
 from conftest import REFERENCE_DIR
 
@@ -62,8 +65,6 @@ def test_safetensors_model_round_trip(tmp_path):
 
 
 def test_foreign_safetensors_is_refused(tmp_path):
-    from safetensors.torch import save_file
-
     save_file({"w": torch.randn(2)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(CrossMAEError, match="no crossmae model config"):
         load_model(tmp_path / "other.safetensors")
@@ -76,10 +77,90 @@ def test_foreign_safetensors_is_refused(tmp_path):
         load_model(tmp_path / "damaged.safetensors")
 
 
-def test_a_timm_export_read_back_says_what_it_is(tmp_path, capsys):
+def test_a_timm_export_reads_back_as_the_same_encoder(tmp_path, capsys):
+    source = REFERENCE_DIR / "crossmae_wfm_input_pr025.checkpoint.pth"
+    _, timm_model = _export(source, tmp_path, capsys)
+    loaded = read_model(tmp_path / "encoder.safetensors")
+    assert isinstance(loaded.model, VisionTransformer) and loaded.origin == "timm export"
+    assert loaded.model.num_classes == 0 and loaded.classes is None
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model.eval()(x), timm_model(x), rtol=0, atol=0)
+
+
+def _random_classifier(global_pool: str, classes: int) -> VisionTransformer:
+    # ViT-Tiny's width and heads: an authors' file without args names its heads by width
+    vit = build_vit(ViTArch((32, 32), 4, 3, 192, 2, 3), classes, global_pool).eval()
+    torch.nn.init.normal_(vit.head.weight, std=0.5)  # a fresh head would be near zero
+    torch.nn.init.normal_(vit.head.bias)
+    return vit
+
+
+@pytest.mark.parametrize("global_pool", ["avg", "token"])
+def test_a_fine_tuned_classifier_exports_with_its_head_and_class_names(
+    global_pool, tmp_path, capsys
+):
+    vit = _random_classifier(global_pool, 3)
+    torch.save(classifier_checkpoint(vit, ["cat", "dog", "emu"]), tmp_path / "ft.pth")
+    assert isinstance(load_model(tmp_path / "ft.pth"), VisionTransformer)
+    out = tmp_path / "classifier.safetensors"
+    assert main(["export", str(tmp_path / "ft.pth"), "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "num_classes=3" in printed and "cat, dog, emu" in printed
+    with safe_open(str(out), "pt") as f:
+        meta = f.metadata()
+    assert json.loads(meta["classes"]) == ["cat", "dog", "emu"]
+    kwargs = json.loads(meta["timm_kwargs"])
+    assert kwargs.get("global_pool", "token") == global_pool
+    timm_model = timm.create_model(meta["timm_model"], pretrained=False, **kwargs).eval()
+    timm_model.load_state_dict(load_file(str(out)), strict=True)
+    again = read_model(out)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(timm_model(x), vit(x), rtol=0, atol=0)
+        torch.testing.assert_close(again.model.eval()(x), vit(x), rtol=0, atol=0)
+    assert again.classes == ["cat", "dog", "emu"]
+
+
+def test_an_authors_fine_tuned_classifier_exports_without_class_names(tmp_path, capsys):
+    vit = _random_classifier("avg", 5)
+    torch.save({"model": vit.state_dict()}, tmp_path / "authors_ft.pth")  # their layout
+    out = tmp_path / "classifier.safetensors"
+    assert main(["export", str(tmp_path / "authors_ft.pth"), "--output", str(out)]) == 0
+    again = read_model(out)
+    assert again.classes is None and again.model.num_classes == 5
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(again.model.eval()(x), vit(x), rtol=0, atol=0)
+    assert main(["export", str(tmp_path / "authors_ft.pth"), "--format", "safetensors",
+                 "--output", str(tmp_path / "x.safetensors")]) == 2  # fmt: skip
+    assert "exports with --format timm" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"timm_model": "resnet50"}, "which crossmae does not export"),
+        ({"timm_kwargs": "{not json"}, "damaged timm metadata"),
+        ({"timm_kwargs": {"pretrained_cfg_overlay": 1}}, "unknown arguments"),
+        ({"timm_kwargs": {"depth": 1000000}}, "depth 1000000 but 4 blocks"),
+        ({"timm_kwargs": {"mlp_ratio": 100000.0}}, "do not fit its timm metadata"),
+        ({"timm_kwargs": {"num_heads": 7}}, "damaged timm metadata"),
+        ({"classes": '["a", "b"]'}, "0 outputs but class names"),
+    ],
+)
+def test_a_damaged_or_foreign_timm_export_is_one_sentence(change, message, tmp_path, capsys):
     _export(REFERENCE_DIR / "mae_npl.checkpoint.pth", tmp_path, capsys)
-    with pytest.raises(CrossMAEError, match=r"exported for timm \(timm.create_model\('vit_"):
-        load_model(tmp_path / "encoder.safetensors")
+    path = tmp_path / "encoder.safetensors"
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    if isinstance(change.get("timm_kwargs"), dict):  # one argument changed, the rest kept
+        change = {
+            "timm_kwargs": json.dumps({**json.loads(meta["timm_kwargs"]), **change["timm_kwargs"]})
+        }
+    save_file(load_file(str(path)), str(path), metadata={**meta, **change})
+    with pytest.raises(CrossMAEError, match=message):
+        load_model(path)
 
 
 @pytest.mark.parametrize("fmt", ["timm", "safetensors"])

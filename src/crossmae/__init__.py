@@ -9,7 +9,7 @@ from crossmae.models import (
     get_config,
     list_models,
 )
-from crossmae.models.checkpoint import load_model, save_model
+from crossmae.models.checkpoint import LoadedModel, load_model, read_model, save_model
 from crossmae.models.official import convert_official_state_dict, load_official_checkpoint
 
 __version__ = "0.1.0"
@@ -18,6 +18,7 @@ __all__ = [
     "AutoencoderConfig",
     "AutoencoderOutput",
     "CrossMAEError",
+    "LoadedModel",
     "MaskedAutoencoder",
     "convert_official_state_dict",
     "create_model",
@@ -25,5 +26,6 @@ __all__ = [
     "list_models",
     "load_model",
     "load_official_checkpoint",
+    "read_model",
     "save_model",
 ]

@@ -11,11 +11,12 @@ from crossmae.errors import CrossMAEError
 # Sub-command name -> module with `add_arguments(parser)` and `run(args) -> int | None`.
 COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("crossmae.commands.models", "list the registered model configs"),
-    "export": ("crossmae.commands.export", "export an encoder (e.g. to timm safetensors)"),
+    "export": ("crossmae.commands.export", "export an encoder or classifier (timm, safetensors)"),
     "pretrain": ("crossmae.commands.pretrain", "pretrain MAE / CrossMAE (demo, 1 GPU, torchrun)"),
     "finetune": ("crossmae.commands.finetune", "fine-tune an encoder as a ViT classifier"),
     "linprobe": ("crossmae.commands.linprobe", "linear probe on frozen features (MAE protocol)"),
     "knn": ("crossmae.commands.knn", "weighted kNN accuracy of frozen features"),
+    "evaluate": ("crossmae.commands.evaluate", "top-1 / top-5 of a fine-tuned classifier"),
     "visualize": ("crossmae.commands.visualize", "reconstruction / attention / fusion figures"),
     "profile": ("crossmae.commands.profile", "parameters, FLOPs, step speed and memory"),
     "plot": ("crossmae.commands.plot", "loss and learning-rate curves of a run"),

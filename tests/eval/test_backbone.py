@@ -9,13 +9,9 @@ from timm.models.vision_transformer import VisionTransformer
 
 import crossmae
 from crossmae.errors import CrossMAEError
-from crossmae.eval.backbone import (
-    build_vit,
-    classifier_checkpoint,
-    load_backbone,
-    load_encoder,
-)
+from crossmae.eval.backbone import load_backbone, load_encoder
 from crossmae.models.checkpoint import save_safetensors
+from crossmae.models.classifier import build_vit, classifier_checkpoint
 
 from conftest import REFERENCE_DIR
 
@@ -109,7 +105,7 @@ def test_authors_finetuned_checkpoint(tmp_path):
 
 def test_wrong_checkpoints_raise_one_sentence(tmp_path):
     torch.save({"format": "crossmae-linprobe", "head": {}}, tmp_path / "probe.pth")
-    with pytest.raises(CrossMAEError, match="not a model to evaluate"):
+    with pytest.raises(CrossMAEError, match="not a model to load or evaluate"):
         load_backbone(tmp_path / "probe.pth")
     torch.save({"model": {"weight": torch.randn(2)}}, tmp_path / "other.pth")
     with pytest.raises(CrossMAEError, match="neither an autoencoder nor a ViT"):

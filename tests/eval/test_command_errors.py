@@ -18,7 +18,7 @@ def _fails(capsys, *args) -> str:
 def test_wrong_checkpoint(capsys, tmp_path, two_class_tree):
     torch.save({"format": "crossmae-linprobe", "head": {}}, tmp_path / "probe.pth")
     err = _fails(capsys, "knn", "--checkpoint", tmp_path / "probe.pth", "--data", two_class_tree)
-    assert "not a model to evaluate" in err
+    assert "not a model to load or evaluate" in err
     (tmp_path / "text.pth").write_text("not a checkpoint")
     err = _fails(capsys, "finetune", "--checkpoint", tmp_path / "text.pth")
     assert "text.pth" in err  # unreadable: named, no traceback

@@ -1,82 +1,31 @@
-"""Any checkpoint (ours or the authors', pretraining or fine-tuned) as a timm ViT classifier.
+"""Any checkpoint (ours or the authors', pretraining or fine-tuned) as a timm ViT's encoder.
 
 Every protocol starts here: `load_backbone` reads the checkpoint once and keeps the
-encoder weights under timm's names; `build_vit` makes the timm `VisionTransformer` (any
-pooling, class count, resolution, drop path) and `load_encoder` fills it, resampling the
-position embedding when the patch grid changed and saying what was left fresh.
+encoder weights under timm's names; `build_vit` (models/classifier.py) makes the timm
+`VisionTransformer` (any pooling, class count, resolution, drop path) and `load_encoder`
+fills it, resampling the position embedding when the patch grid changed and saying what
+was left fresh.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
 
 import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from crossmae.data.transforms import size_pair
 from crossmae.errors import CrossMAEError
 from crossmae.eval.pos_embed import resample_pos_embed
 from crossmae.models.autoencoder import MaskedAutoencoder
-from crossmae.models.checkpoint import FORMAT as AUTOENCODER_FORMAT
-from crossmae.models.checkpoint import load_model, model_from_checkpoint
+from crossmae.models.checkpoint import read_model
+from crossmae.models.classifier import ViTArch
 from crossmae.models.config import AutoencoderConfig
-from crossmae.models.official import load_official_checkpoint
-from crossmae.serialization import safe_torch_load
 
-CLASSIFIER_FORMAT = "crossmae-classifier"
-Pool = Literal["avg", "token"]
 # Parameters a new classifier may initialise itself or drop from the checkpoint: the task
 # head and whichever of the final norm / fc_norm its pooling does not use.
 _HEAD_PREFIXES = ("head.", "fc_norm.", "norm.")
-
-
-@dataclass(frozen=True)
-class ViTArch:
-    """The encoder's shape, enough to rebuild it as a timm `VisionTransformer`."""
-
-    img_size: tuple[int, int]
-    patch_size: int
-    in_chans: int
-    embed_dim: int
-    depth: int
-    num_heads: int
-    mlp_ratio: float = 4.0
-
-    @property
-    def grid_size(self) -> tuple[int, int]:
-        return self.img_size[0] // self.patch_size, self.img_size[1] // self.patch_size
-
-    @classmethod
-    def from_config(cls, config: AutoencoderConfig) -> ViTArch:
-        return cls(
-            size_pair(config.img_size), config.patch_size, config.in_chans, config.embed_dim,
-            config.depth, config.num_heads, config.mlp_ratio,
-        )  # fmt: skip
-
-    @classmethod
-    def from_vit(cls, vit: VisionTransformer) -> ViTArch:
-        block = vit.blocks[0]
-        return cls(
-            img_size=size_pair(vit.patch_embed.img_size),
-            patch_size=size_pair(vit.patch_embed.patch_size)[0],
-            in_chans=vit.patch_embed.proj.in_channels,
-            embed_dim=vit.embed_dim,
-            depth=len(vit.blocks),
-            num_heads=block.attn.num_heads,
-            mlp_ratio=block.mlp.fc1.out_features / vit.embed_dim,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["img_size"] = list(self.img_size)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ViTArch:
-        return cls(**{**data, "img_size": size_pair(data["img_size"])})
 
 
 @dataclass
@@ -87,7 +36,7 @@ class Backbone:
     state_dict: dict[str, torch.Tensor]
     model: nn.Module  # MaskedAutoencoder (pretraining) or VisionTransformer (classifier)
     description: str
-    classes: list[str] = field(default_factory=list)  # for fine-tuned classifiers, if known
+    classes: list[str] | None = None  # a fine-tuned classifier's, where the file names them
 
     @property
     def autoencoder(self) -> MaskedAutoencoder | None:
@@ -119,56 +68,18 @@ def _backbone_from_module(model: nn.Module, origin: str, path: Path) -> Backbone
     if isinstance(model, VisionTransformer):
         arch = ViTArch.from_vit(model)
         state = {k: v.detach() for k, v in model.state_dict().items()}
-        what = f"fine-tuned ViT classifier ({origin}), {_describe_arch(arch)}"
+        kind = "fine-tuned ViT classifier" if model.num_classes else "ViT encoder"
+        what = f"{kind} ({origin}), {_describe_arch(arch)}"
         return Backbone(arch, state, model, what)
     raise CrossMAEError(f"{path} holds a {type(model).__name__}, not a ViT encoder")
 
 
 def load_backbone(path: str | Path) -> Backbone:
-    """Read a checkpoint of ours (pretraining or fine-tuned) or of the authors' (MAE, CrossMAE)."""
-    path = Path(path)
-    if path.suffix == ".safetensors" or path.is_dir():  # ours, or the authors' hub release
-        return _backbone_from_module(load_model(path), "safetensors", path)
-    ckpt = safe_torch_load(path)
-    fmt = ckpt.get("format") if isinstance(ckpt, dict) else None
-    if fmt == CLASSIFIER_FORMAT:
-        vit, classes = classifier_from_checkpoint(ckpt, f"checkpoint {path}")
-        backbone = _backbone_from_module(vit, "crossmae format", path)
-        backbone.classes = classes
-        return backbone
-    if fmt == AUTOENCODER_FORMAT:
-        if "model_config" not in ckpt or "model" not in ckpt:
-            raise CrossMAEError(f"{path} is a crossmae checkpoint without a model")
-        return _backbone_from_module(
-            model_from_checkpoint(ckpt, f"checkpoint {path}"), "crossmae format", path
-        )
-    if isinstance(ckpt, dict) and fmt is not None:
-        raise CrossMAEError(f"{path} is a {fmt!r} checkpoint, not a model to evaluate")
-    return _backbone_from_module(load_official_checkpoint(path), "authors' format", path)
-
-
-def build_vit(
-    arch: ViTArch,
-    num_classes: int,
-    global_pool: Pool = "avg",
-    img_size: int | tuple[int, int] | None = None,
-    drop_path_rate: float = 0.0,
-) -> VisionTransformer:
-    """timm's ViT with this encoder's shape; `avg` pooling brings MAE's fc_norm (no final norm)."""
-    if global_pool not in ("avg", "token"):
-        raise CrossMAEError(f"pooling must be 'avg' or 'token', got {global_pool!r}")
-    height, width = size_pair(img_size) if img_size is not None else size_pair(arch.img_size)
-    if height % arch.patch_size or width % arch.patch_size:  # timm would drop the remainder
-        raise CrossMAEError(
-            f"image size {height}x{width} is not divisible by the encoder's patch size "
-            f"{arch.patch_size}"
-        )
-    return VisionTransformer(
-        img_size=(height, width),
-        patch_size=arch.patch_size, in_chans=arch.in_chans, num_classes=num_classes,
-        global_pool=global_pool, embed_dim=arch.embed_dim, depth=arch.depth,
-        num_heads=arch.num_heads, mlp_ratio=arch.mlp_ratio, drop_path_rate=drop_path_rate,
-    )  # fmt: skip
+    """Read a checkpoint of ours (pretraining, fine-tuned, exported) or of the authors'."""
+    loaded = read_model(path)
+    backbone = _backbone_from_module(loaded.model, loaded.origin, Path(path))
+    backbone.classes = loaded.classes
+    return backbone
 
 
 @dataclass
@@ -228,30 +139,3 @@ def load_encoder(vit: VisionTransformer, backbone: Backbone) -> LoadReport:
         del state[name]
     vit.load_state_dict(state, strict=False)
     return report
-
-
-def classifier_checkpoint(
-    vit: VisionTransformer, classes: list[str], **extra: Any
-) -> dict[str, Any]:
-    """Our fine-tuned classifier format: enough to rebuild the timm ViT without guessing."""
-    return {
-        "format": CLASSIFIER_FORMAT,
-        "arch": ViTArch.from_vit(vit).to_dict(),
-        "global_pool": vit.global_pool,
-        "classes": list(classes),
-        "model": vit.state_dict(),
-        **extra,
-    }
-
-
-def classifier_from_checkpoint(
-    ckpt: dict[str, Any], what: str
-) -> tuple[VisionTransformer, list[str]]:
-    try:
-        arch = ViTArch.from_dict(ckpt["arch"])
-        classes = list(ckpt["classes"])
-        vit = build_vit(arch, len(classes), ckpt["global_pool"])
-        vit.load_state_dict(ckpt["model"], strict=True)
-    except (KeyError, TypeError, RuntimeError) as err:
-        raise CrossMAEError(f"{what} is a damaged classifier checkpoint ({err})") from None
-    return vit, classes

@@ -15,7 +15,7 @@ from crossmae.eval.backbone import Backbone, LoadReport
 from crossmae.eval.data import checked_labels, make_loader, open_labeled_splits
 from crossmae.eval.features import extract_features, feature_extractor
 from crossmae.eval.run import RunContext
-from crossmae.eval.settings import EvalSettings
+from crossmae.eval.settings import TrainSplitSettings
 
 
 @dataclass
@@ -37,7 +37,7 @@ class CachedFeatures:
 
 
 def cache_features(
-    s: EvalSettings, backbone: Backbone, kind: str, ctx: RunContext
+    s: TrainSplitSettings, backbone: Backbone, kind: str, ctx: RunContext
 ) -> CachedFeatures:
     """Extract `kind` features of every image (evaluation transform, no augmentation).
 

@@ -20,8 +20,9 @@ from torch import nn
 
 from crossmae.data.transforms import size_pair
 from crossmae.errors import CrossMAEError
-from crossmae.eval.backbone import Backbone, LoadReport, build_vit, load_encoder
+from crossmae.eval.backbone import Backbone, LoadReport, load_encoder
 from crossmae.models.autoencoder import MaskedAutoencoder
+from crossmae.models.classifier import build_vit
 
 FEATURES = ("avg", "token", "fused")
 

@@ -22,7 +22,7 @@ from torch.utils.data import IterableDataset
 from crossmae.data import eval_transform
 from crossmae.errors import CrossMAEError
 from crossmae.eval.augment import finetune_transform
-from crossmae.eval.backbone import build_vit, classifier_checkpoint, load_backbone, load_encoder
+from crossmae.eval.backbone import load_backbone, load_encoder
 from crossmae.eval.data import (
     CheckedLabels,
     LabeledSplits,
@@ -34,6 +34,7 @@ from crossmae.eval.loop import Schedule, StepTools, evaluate, optimizer_steps, t
 from crossmae.eval.results import result_table
 from crossmae.eval.run import RunContext, check_same_checkpoint, resume_path, spent_seconds
 from crossmae.eval.settings import FinetuneSettings
+from crossmae.models.classifier import build_vit, classifier_checkpoint
 from crossmae.serialization import safe_torch_load
 from crossmae.train.checkpointing import capture_rng
 from crossmae.train.optim import build_adamw, param_groups

@@ -9,23 +9,15 @@ from typing import Any
 from crossmae.eval.backbone import load_backbone
 from crossmae.eval.cache import cache_features
 from crossmae.eval.knn import knn_accuracy
-from crossmae.eval.results import result_table
+from crossmae.eval.results import result_table, results_beside
 from crossmae.eval.run import RunContext
 from crossmae.eval.settings import KnnSettings
-
-
-def results_path(s: KnnSettings) -> Path:
-    """`--output-dir`/knn.json, or beside the checkpoint as <name>.knn.json."""
-    if s.output_dir is not None:
-        return Path(s.output_dir) / "knn.json"
-    checkpoint = Path(s.checkpoint).resolve()  # `.` (a hub folder) has a name once resolved
-    return checkpoint.with_name(f"{checkpoint.stem}.knn.json")
 
 
 def knn_eval(s: KnnSettings) -> dict[str, Any]:
     """Extract features of both splits, classify the evaluation split by its k nearest
     training images, and write the result table as JSON."""
-    path = results_path(s)
+    path = results_beside(s.checkpoint, s.output_dir, "knn")
     with RunContext.start(s, path.parent) as ctx:
         backbone = load_backbone(s.checkpoint)
         began = time.time()

@@ -30,3 +30,12 @@ def write_results(path: str | Path, results: dict[str, Any]) -> Path:
     path = Path(path)
     atomic_write_text(json.dumps(results, indent=2) + "\n", path)
     return path
+
+
+def results_beside(checkpoint: str, output_dir: str | None, kind: str) -> Path:
+    """`output_dir`/<kind>.json, or beside the checkpoint as <name>.<kind>.json: commands
+    that only measure a file (kNN, a classifier's accuracy) keep the answer next to it."""
+    if output_dir is not None:
+        return Path(output_dir) / f"{kind}.json"
+    path = Path(checkpoint).resolve()  # `.` (a hub folder) has a name once resolved
+    return path.with_name(f"{path.stem}.{kind}.json")

@@ -49,9 +49,6 @@ class EvalSettings:
     num_classes: int | None = setting(
         None, "class count; needed for tar shards, checked against folder data sets", DATA
     )
-    train_images: int | None = setting(
-        None, "use a fixed random subset of this many training images (quick comparisons)", DATA
-    )
     eval_images: int | None = setting(
         None, "use a fixed random subset of this many evaluation images", DATA
     )
@@ -88,8 +85,7 @@ class EvalSettings:
         """Raise CrossMAEError naming the first impossible setting."""
         if not self.checkpoint:
             raise CrossMAEError("--checkpoint is required")
-        _at_least(self, 1, "batch_size", "img_size", "img_width", "num_classes",
-                  "train_images", "eval_images")  # fmt: skip
+        _at_least(self, 1, "batch_size", "img_size", "img_width", "num_classes", "eval_images")
         _at_least(self, 0, "num_workers")
         self.image_size()
         if self.output_dir is not None:
@@ -101,7 +97,48 @@ class EvalSettings:
 
 
 @dataclass
-class TrainedSettings(EvalSettings):
+class TrainSplitSettings(EvalSettings):
+    """Protocols that read the training split too: kNN's neighbours, the probe, fine-tuning."""
+
+    train_images: int | None = setting(
+        None, "use a fixed random subset of this many training images (quick comparisons)", DATA
+    )
+
+    def validate(self: S) -> S:
+        super().validate()
+        _at_least(self, 1, "train_images")
+        return self
+
+
+@dataclass
+class ClassifierEvalSettings(EvalSettings):
+    """A fine-tuned classifier's accuracy with its own head (MAE's main_finetune.py --eval)."""
+
+    checkpoint: str = setting(
+        "", "fine-tuned classifier: ours (crossmae finetune, or its timm export) or the "
+        "authors' (fine-tuned or linear probe)", MODEL, metavar="CKPT",
+    )  # fmt: skip
+    data: str | None = setting(
+        None,
+        "labeled images: a folder's val/ or test/ split (or the folder itself, one folder per "
+        "class), tar shards with .cls labels, or none for the built-in CIFAR-10 demo set",
+        DATA,
+        metavar="PATH",
+    )
+    eval_data: str | None = setting(None, "evaluation images (instead of DATA)", DATA, "PATH")
+    num_classes: int | None = setting(
+        None, "class count, checked against the classifier's outputs", DATA
+    )
+    ema: bool = setting(False, "evaluate the moving average that a --ema fine-tune kept", MODEL)
+    seed: int = setting(0, "seed for the --eval-images subset", RUN)
+    output_dir: str | None = setting(
+        None, "where eval.json goes (default: beside the checkpoint, as <name>.eval.json)",
+        RUN, metavar="DIR",
+    )  # fmt: skip
+
+
+@dataclass
+class TrainedSettings(TrainSplitSettings):
     """Protocols that train something (a head, or the whole network) for some epochs."""
 
     samples_per_epoch: int | None = setting(
@@ -196,7 +233,7 @@ class LinprobeSettings(TrainedSettings):
 
 
 @dataclass
-class KnnSettings(EvalSettings):
+class KnnSettings(TrainSplitSettings):
     """Weighted kNN on frozen features (DINO's protocol)."""
 
     features: Literal["avg", "token", "fused"] = setting(

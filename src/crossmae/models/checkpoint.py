@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,11 @@ from torch import nn
 
 from crossmae.errors import CrossMAEError
 from crossmae.models.autoencoder import MaskedAutoencoder
+from crossmae.models.classifier import (
+    CLASSIFIER_FORMAT,
+    classifier_from_checkpoint,
+    vit_from_timm_export,
+)
 from crossmae.models.config import AutoencoderConfig
 from crossmae.models.official import load_hub_checkpoint, load_official_checkpoint
 from crossmae.serialization import (
@@ -54,8 +60,9 @@ def save_safetensors(path: str | Path, model: MaskedAutoencoder) -> None:
     atomic_save_safetensors(state, path, metadata)
 
 
-def _load_safetensors(path: Path) -> nn.Module:
-    """Ours (the config in the metadata), or the authors' hub release (config.json beside)."""
+def _read_safetensors(path: Path) -> LoadedModel:
+    """Ours (the config in the metadata), a timm export of ours, or the authors' hub release
+    (config.json beside)."""
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
@@ -65,19 +72,16 @@ def _load_safetensors(path: Path) -> nn.Module:
         state = load_file(str(path))
     except (SafetensorError, OSError) as err:
         raise CrossMAEError(f"{path} is not a readable safetensors file: {err}") from None
+    what = f"checkpoint {path}"
     if metadata.get("format") == FORMAT and "model_config" in metadata:
         ckpt = {"model_config": _json(metadata["model_config"], path), "model": state}
-        return model_from_checkpoint(ckpt, f"checkpoint {path}")
+        return LoadedModel(model_from_checkpoint(ckpt, what), "safetensors")
     if "timm_model" in metadata:
-        raise CrossMAEError(
-            f"{path} is an encoder exported for timm (timm.create_model("
-            f"{metadata['timm_model']!r}, ...) loads it); use the checkpoint it came from here"
-        )
+        return LoadedModel(*vit_from_timm_export(state, metadata, what), origin="timm export")
     hub_config = path.with_name("config.json")
     if "decoder_pred.weight" in state and hub_config.is_file():
-        return load_hub_checkpoint(
-            state, _json(hub_config.read_text(errors="replace"), hub_config), f"checkpoint {path}"
-        )
+        config = _json(hub_config.read_text(errors="replace"), hub_config)
+        return LoadedModel(load_hub_checkpoint(state, config, what), "safetensors")
     raise CrossMAEError(
         f"{path} holds no crossmae model config, and no config.json beside it describes the "
         "authors' model (written by another tool?)"
@@ -91,19 +95,39 @@ def _json(text: str, source: Path) -> Any:
         raise CrossMAEError(f"{source} has a damaged model config (not JSON)") from None
 
 
-def load_model(path: str | Path) -> nn.Module:
-    """Any checkpoint: ours (.pth or .safetensors -> MaskedAutoencoder) or the authors' (their
-    .pth files, or a folder or model.safetensors of their Hugging Face release)."""
+@dataclass
+class LoadedModel:
+    """A checkpoint file's model, where it came from, and a classifier's class names."""
+
+    model: nn.Module  # MaskedAutoencoder (pretraining) or timm VisionTransformer (the rest)
+    classes: list[str] | None = None  # a classifier's outputs, where the file names them
+    origin: str = "crossmae format"  # or "authors' format", "safetensors", "timm export"
+
+
+def read_model(path: str | Path) -> LoadedModel:
+    """Any checkpoint: ours (pretraining -> MaskedAutoencoder, fine-tuned or exported to
+    timm -> VisionTransformer) or the authors' (their .pth files, pretraining or fine-tuned,
+    or a folder or model.safetensors of their Hugging Face release)."""
     path = Path(path)
     if path.is_dir():
         if not (path / "model.safetensors").is_file():
             raise CrossMAEError(f"{path} is a folder without a model.safetensors, not a checkpoint")
         path = path / "model.safetensors"
     if path.suffix == ".safetensors" and path.is_file():
-        return _load_safetensors(path)
+        return _read_safetensors(path)
     ckpt = safe_torch_load(path)
-    if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
+    fmt = ckpt.get("format") if isinstance(ckpt, dict) else None
+    if fmt == FORMAT:
         if "model_config" not in ckpt or "model" not in ckpt:
             raise CrossMAEError(f"{path} is a crossmae checkpoint without a model")
-        return model_from_checkpoint(ckpt, f"checkpoint {path}")
-    return load_official_checkpoint(path)
+        return LoadedModel(model_from_checkpoint(ckpt, f"checkpoint {path}"))
+    if fmt == CLASSIFIER_FORMAT:
+        return LoadedModel(*classifier_from_checkpoint(ckpt, f"checkpoint {path}"))
+    if isinstance(fmt, str) and fmt.startswith(FORMAT):  # e.g. a linear probe's head alone
+        raise CrossMAEError(f"{path} is a {fmt!r} checkpoint, not a model to load or evaluate")
+    return LoadedModel(load_official_checkpoint(path), origin="authors' format")
+
+
+def load_model(path: str | Path) -> nn.Module:
+    """The model in any checkpoint `read_model` reads."""
+    return read_model(path).model

@@ -1,0 +1,26 @@
+"""`crossmae evaluate --checkpoint CKPT --data PATH`: a classifier's top-1 / top-5.
+
+A fine-tuned classifier (a `crossmae finetune` checkpoint, its timm export, or the
+authors' fine-tuned or linear-probe checkpoints) classifies DATA's val/ or test/ split
+with its own head, without training: MAE's `main_finetune.py --eval`. The classes must
+be the ones it was fine-tuned on. The result is written beside the checkpoint as
+<name>.eval.json (or into --output-dir).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from crossmae.eval.settings import ClassifierEvalSettings, add_settings_arguments
+
+    add_settings_arguments(parser, ClassifierEvalSettings, __doc__)
+
+
+def run(args: argparse.Namespace) -> int:
+    from crossmae.eval.classifier_eval import evaluate_classifier
+    from crossmae.eval.settings import ClassifierEvalSettings, settings_from_args
+
+    evaluate_classifier(settings_from_args(ClassifierEvalSettings, args))
+    return 0

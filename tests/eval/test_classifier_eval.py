@@ -1,0 +1,103 @@
+"""`crossmae evaluate`: a classifier's own accuracy, as a plain loop over the images gives it."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from crossmae.cli import main
+from crossmae.models.classifier import ViTArch, build_vit, classifier_checkpoint
+
+CLASSES = ["bright", "dark"]  # two_class_tree's folders, in sorted order
+MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+
+
+def _run(*args) -> int:
+    return main([str(a) for a in args])
+
+
+def _classifier(outputs: int = 2, bias: list[float] | None = None):
+    vit = build_vit(ViTArch((32, 32), 4, 3, 32, 2, 2), outputs, "avg").eval()
+    torch.nn.init.normal_(vit.head.weight, std=1.0)  # far from ties, unlike a fresh head
+    with torch.no_grad():
+        vit.head.bias.copy_(torch.randn(outputs) if bias is None else torch.tensor(bias))
+    return vit
+
+
+def _plain_top1(vit, root) -> float:
+    """Every val image, normalised by hand (32 px: no resize, no crop), one at a time."""
+    right = total = 0
+    for label, name in enumerate(CLASSES):
+        for path in sorted((root / "val" / name).iterdir()):
+            pixels = np.asarray(Image.open(path).convert("RGB"), dtype=np.float64) / 255
+            x = torch.from_numpy((pixels - MEAN) / STD).permute(2, 0, 1)[None].float()
+            with torch.no_grad():
+                right += int(vit(x).argmax(1).item() == label)
+            total += 1
+    return 100 * right / total
+
+
+def test_top1_is_a_plain_loop_over_the_images_and_ema_takes_the_average(two_class_tree, tmp_path):
+    vit = _classifier()
+    always_bright = _classifier(bias=[1e4, -1e4])  # the "EMA": class 0 for every image
+    ckpt = classifier_checkpoint(vit, CLASSES, ema=always_bright.state_dict())
+    torch.save(ckpt, tmp_path / "ft.pth")
+    assert _run("evaluate", "--checkpoint", tmp_path / "ft.pth", "--data", two_class_tree,
+                "--num-workers", 0, "--batch-size", 7) == 0  # fmt: skip
+    results = json.loads((tmp_path / "ft.eval.json").read_text())  # beside the checkpoint
+    assert results["eval_images"] == 20 and results["weights"] == "model"
+    assert results["top1"] == pytest.approx(_plain_top1(vit, two_class_tree), abs=1e-9)
+    assert results["top5"] == 100.0  # two classes: both are in the top 5
+    assert _run("evaluate", "--checkpoint", tmp_path / "ft.pth", "--data", two_class_tree,
+                "--num-workers", 0, "--ema", "--output-dir", tmp_path / "ema") == 0  # fmt: skip
+    averaged = json.loads((tmp_path / "ema" / "eval.json").read_text())
+    assert averaged["weights"] == "ema" and averaged["top1"] == 50.0
+
+
+def test_a_timm_export_and_a_new_size_evaluate_too(two_class_tree, tmp_path):
+    torch.save(classifier_checkpoint(_classifier(), CLASSES), tmp_path / "ft.pth")
+    out = tmp_path / "clf.safetensors"
+    assert _run("export", tmp_path / "ft.pth", "--output", out) == 0
+    common = ["--data", two_class_tree, "--num-workers", 0]
+    assert _run("evaluate", "--checkpoint", tmp_path / "ft.pth", *common) == 0
+    assert _run("evaluate", "--checkpoint", out, *common) == 0
+    assert _run("evaluate", "--checkpoint", out, "--img-size", 48, *common,
+                "--output-dir", tmp_path / "at48") == 0  # fmt: skip
+    pth, exported, at48 = (
+        json.loads((tmp_path / name).read_text())
+        for name in ("ft.eval.json", "clf.eval.json", "at48/eval.json")
+    )
+    assert exported["classifier"].startswith("fine-tuned ViT classifier (timm export)")
+    assert pth["top1"] == exported["top1"] and pth["loss"] == pytest.approx(exported["loss"])
+    assert at48["image_size"] == "48x48" and at48["eval_images"] == 20
+
+
+@pytest.mark.parametrize(
+    ("make", "extra", "message"),
+    [
+        (lambda: classifier_checkpoint(_classifier(), ["cat", "dog"]), [],
+         "not the ones the classifier was fine-tuned on (2: cat, dog)"),
+        (lambda: {"model": _classifier(3).state_dict()}, [],  # the authors' layout: no names
+         "have 2 classes but the classifier has 3 outputs"),
+        (lambda: classifier_checkpoint(_classifier(), CLASSES), ["--num-classes", 3],
+         "--num-classes is 3 but the classifier has 2"),
+        (lambda: classifier_checkpoint(_classifier(), CLASSES), ["--ema"], "has no EMA weights"),
+        (lambda: {"model": _classifier().state_dict()}, ["--ema"], "--ema needs a crossmae"),
+    ],
+)  # fmt: skip
+def test_a_classifier_for_other_classes_is_one_sentence(
+    make, extra, message, two_class_tree, tmp_path, capsys
+):
+    torch.save(make(), tmp_path / "ft.pth")
+    assert _run("evaluate", "--checkpoint", tmp_path / "ft.pth", "--data", two_class_tree,
+                "--num-workers", 0, *extra) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
+def test_a_pretraining_checkpoint_has_no_head_to_evaluate(ours, two_class_tree, capsys):
+    assert _run("evaluate", "--checkpoint", ours, "--data", two_class_tree) == 2
+    assert "with no classifier head; fine-tune it" in capsys.readouterr().err
+    assert not ours.with_name("ours.eval.json").exists()
