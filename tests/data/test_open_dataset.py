@@ -82,6 +82,17 @@ def test_a_home_folder_named_like_a_pattern_is_a_folder(tmp_path, real_jpegs, mo
     assert len(open_image_dataset("~/imgs [v2]")) == 3  # not a glob of shards
 
 
+def test_builtin_names_the_demo_set_unless_a_folder_has_that_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    named = open_image_dataset("builtin", "val")
+    assert len(named) == 1000 and named.description == open_image_dataset(None, "val").description
+    (tmp_path / "builtin" / "cat").mkdir(parents=True)
+    Image.fromarray(np.random.default_rng().integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(
+        tmp_path / "builtin" / "cat" / "a.png"
+    )
+    assert len(open_image_dataset("builtin", "val")) == 1  # the user's folder wins
+
+
 def test_builtin_demo_set():
     train, test, val = (open_image_dataset(None, split) for split in ("train", "test", "val"))
     assert (len(train), len(test), len(val)) == (5000, 1000, 1000)

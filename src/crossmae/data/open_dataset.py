@@ -17,6 +17,7 @@ from crossmae.errors import CrossMAEError
 
 log = logging.getLogger("crossmae.data")
 
+BUILTIN = "builtin"  # `--data builtin`, as no --data: the demo set shipped with the package
 # Folder names tried for each split, in order; "val" and "test" stand in for each other.
 SPLIT_FOLDERS = {
     "train": ("train",),
@@ -35,7 +36,8 @@ def open_image_dataset(
     shuffle: bool = False,
     seed: int = 0,
 ) -> Dataset:
-    """Items `(transform(image), label)` from `path`; `path=None` is the built-in demo set.
+    """Items `(transform(image), label)` from `path`; None (or "builtin", where no such
+    folder is) is the built-in demo set.
 
     `path` may be a folder `PATH/<split>/<class>/*`, `PATH/<class>/*` or `PATH/*`
     (unlabeled, label -1), or tar shards: a `.tar` file, a folder of them, or a pattern
@@ -44,7 +46,7 @@ def open_image_dataset(
     """
     options = {"transform": transform, "in_chans": in_chans, "max_pixels": max_pixels}
     shard_options = {**options, "shuffle": shuffle, "seed": seed}
-    if path is None:
+    if path is None or (str(path) == BUILTIN and not Path(BUILTIN).exists()):
         return DemoImages(split, **options)
     text = str(path)
     root = Path(text).expanduser()

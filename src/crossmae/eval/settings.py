@@ -39,7 +39,7 @@ class EvalSettings:
     data: str | None = setting(
         None,
         "labeled images: a folder with train/ and val/ or test/ (one folder per class), tar "
-        "shards with .cls labels, or none for the built-in CIFAR-10 demo set",
+        "shards with .cls labels, or none (builtin) for the built-in CIFAR-10 demo set",
         DATA,
         metavar="PATH",
     )
@@ -121,7 +121,7 @@ class ClassifierEvalSettings(EvalSettings):
     data: str | None = setting(
         None,
         "labeled images: a folder's val/ or test/ split (or the folder itself, one folder per "
-        "class), tar shards with .cls labels, or none for the built-in CIFAR-10 demo set",
+        "class), tar shards with .cls labels, or none (builtin) for the built-in CIFAR-10 demo set",
         DATA,
         metavar="PATH",
     )

@@ -76,8 +76,8 @@ class PretrainConfig:
     data: str | None = setting(
         None,
         "image folder (PATH/train/<class>/*, PATH/<class>/* or a flat folder), .tar shards "
-        "(file, folder or pattern like shards-{000..099}.tar); none = the built-in CIFAR-10 "
-        "demo set",
+        "(file, folder or pattern like shards-{000..099}.tar); none or builtin = the built-in "
+        "CIFAR-10 demo set",
         DATA,
         "PATH",
         "the built-in demo set",

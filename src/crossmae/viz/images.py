@@ -16,8 +16,6 @@ from crossmae.data.open_dataset import open_image_dataset
 from crossmae.data.transforms import IMAGENET_MEAN, IMAGENET_STD, channel_stats, eval_transform
 from crossmae.errors import CrossMAEError
 
-BUILTIN = "builtin"  # `--data builtin`: the demo set shipped with the package
-
 
 @dataclass
 class ImageBatch:
@@ -58,8 +56,7 @@ def sample_dataset(
     """`num` images drawn at random (reproducibly for `seed`) from a data set."""
     if num < 1:
         raise CrossMAEError(f"--num must be at least 1, got {num}")
-    path = None if data == BUILTIN and not Path(data).exists() else data
-    dataset = open_image_dataset(path, split, eval_transform(size, in_chans), in_chans)
+    dataset = open_image_dataset(data, split, eval_transform(size, in_chans), in_chans)
     if not isinstance(dataset, Sized):  # tar shards stream: take the first `num` images
         items = list(itertools.islice(iter(dataset), num))
         names = [f"{data} item {i}" for i in range(len(items))]
