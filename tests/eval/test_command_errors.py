@@ -51,6 +51,20 @@ def test_shards_with_a_class_count_work(authors, shard_tree, tmp_path):
     assert (out / "knn.json").is_file()
 
 
+@pytest.mark.parametrize(
+    ("command", "settings", "lr"),
+    [("finetune", ["--blr", 1e-6], "5e-07"), ("linprobe", ["--cached", "--blr", 1e-4], "0.0002")],
+)
+def test_min_lr_above_the_scaled_lr_is_refused_before_any_work(
+    command, settings, lr, capsys, authors, two_class_tree, monkeypatch
+):
+    """The cosine would rise from the scaled lr to --min-lr (it did, silently, before)."""
+    monkeypatch.setattr("crossmae.eval.backbone.read_model", None)  # never reached
+    err = _fails(capsys, command, "--checkpoint", authors, "--data", two_class_tree,
+                 *settings, "--min-lr", 1e-3)  # fmt: skip
+    assert f"--min-lr 0.001 is above the learning rate {lr}" in err
+
+
 def test_bad_settings(capsys, authors, tmp_path):
     err = _fails(capsys, "finetune", "--checkpoint", authors, "--batch-size", 7)
     assert "even --batch-size" in err

@@ -104,7 +104,7 @@ def _error(capsys, *args) -> str:
         (["--lr", "inf"], "--lr must be a finite number, got 'inf'"),
         (["--clip-grad", "nan"], "--clip-grad must be a finite number"),
         (["--weight-decay", "-1"], "--weight-decay must not be negative, got -1.0"),
-        (["--lr", "1e-3", "--min-lr", "0.1"], "--min-lr 0.1 is above --lr 0.001"),
+        (["--lr", "1e-3", "--min-lr", "0.1"], "--min-lr 0.1 is above the learning rate 0.001"),
         (["--device", "xla"], "device 'xla' is not supported; use cpu, cuda or auto"),
     ],
 )

@@ -38,7 +38,7 @@ from crossmae.models.classifier import build_vit, classifier_checkpoint
 from crossmae.serialization import safe_torch_load
 from crossmae.train.checkpointing import capture_rng
 from crossmae.train.optim import build_adamw, param_groups
-from crossmae.train.schedule import scaled_lr
+from crossmae.train.schedule import check_min_lr, scaled_lr
 
 LAST, BEST, RESULTS = "checkpoint-last.pth", "checkpoint-best.pth", "results.json"
 
@@ -60,6 +60,9 @@ def finetune(s: FinetuneSettings) -> dict[str, Any]:
 
 
 def _finetune(s: FinetuneSettings, ctx: RunContext, found: Path | None) -> dict[str, Any]:
+    global_batch = s.batch_size * s.accum_iter * ctx.dist.world_size
+    lr = s.lr if s.lr is not None else scaled_lr(s.blr, global_batch)
+    check_min_lr(s.min_lr, lr)
     backbone = load_backbone(s.checkpoint)
     size = s.image_size() or backbone.arch.img_size
     chans = backbone.arch.in_chans
@@ -77,9 +80,7 @@ def _finetune(s: FinetuneSettings, ctx: RunContext, found: Path | None) -> dict[
     for line in report.lines():
         ctx.say(f"  {line}")
 
-    global_batch = s.batch_size * s.accum_iter * ctx.dist.world_size
     train, test = protocol_batches(splits, s, ctx.dist)
-    lr = s.lr if s.lr is not None else scaled_lr(s.blr, global_batch)
     scales = layer_decay_scales(backbone.arch.depth, s.layer_decay)
     groups = param_groups(vit, s.weight_decay, scales, no_decay=vit.no_weight_decay())
     optimizer = build_adamw(groups, lr, (0.9, 0.999), ctx.device)

@@ -49,7 +49,7 @@ from crossmae.eval.settings import LinprobeSettings
 from crossmae.serialization import safe_torch_load
 from crossmae.train.checkpointing import capture_rng
 from crossmae.train.optim import param_groups
-from crossmae.train.schedule import scaled_lr
+from crossmae.train.schedule import check_min_lr, scaled_lr
 
 PROBE_FORMAT = "crossmae-linprobe"
 LAST, RESULTS = "checkpoint-last.pth", "results.json"
@@ -97,7 +97,6 @@ class Probe:
     train: FeatureBatches | EpochBatches
     test: Batches
     classes: list[str]
-    global_batch: int
     train_images: int | None  # None for tar shards, whose length is unknown
     notes: list[str]
     splits: LabeledSplits | None = None  # read during training (cached: read up front)
@@ -111,13 +110,16 @@ def linprobe(s: LinprobeSettings) -> dict[str, Any]:
 
 
 def _linprobe(s: LinprobeSettings, ctx: RunContext, found: Path | None) -> dict[str, Any]:
+    # Every process trains the cached head on all the features: no gradients are shared.
+    processes = 1 if s.cached else ctx.dist.world_size
+    effective_batch = s.batch_size * processes * s.accum_iter
+    lr = s.lr if s.lr is not None else scaled_lr(s.blr, effective_batch)
+    check_min_lr(s.min_lr, lr)  # before the features are extracted
     backbone = load_backbone(s.checkpoint)
     probe = _cached_probe(s, backbone, ctx) if s.cached else _full_probe(s, backbone, ctx)
     ctx.say(f"linear probe ({s.features} features) on {backbone.description}")
     for line in probe.notes:
         ctx.say(f"  {line}")
-    effective_batch = probe.global_batch * s.accum_iter
-    lr = s.lr if s.lr is not None else scaled_lr(s.blr, effective_batch)
     optimizer = LARS(param_groups(probe.head, s.weight_decay), lr=lr)
     done, best, history = 0, 0.0, []
     if found is not None:
@@ -181,8 +183,7 @@ def _cached_probe(s: LinprobeSettings, backbone: Backbone, ctx: RunContext) -> P
     notes += cached.report.lines() if cached.report else []
     return Probe(
         head, head, FeatureBatches(train_x, train_y, s.batch_size, s.seed),
-        FeatureBatches(test_x, test_y, s.batch_size), cached.classes, s.batch_size,
-        len(train_y), notes,
+        FeatureBatches(test_x, test_y, s.batch_size), cached.classes, len(train_y), notes,
     )  # fmt: skip
 
 
@@ -197,11 +198,10 @@ def _full_probe(s: LinprobeSettings, backbone: Backbone, ctx: RunContext) -> Pro
     head = LinearProbe(extractor.num_features, splits.num_classes)
     probe = FrozenEncoderProbe(extractor, head).to(ctx.device)
     model = DistributedDataParallel(probe, ctx.device_ids) if ctx.dist.distributed else probe
-    global_batch = s.batch_size * ctx.dist.world_size
     train, test = protocol_batches(splits, s, ctx.dist)
     notes = report.lines() if report else []
     size = None if isinstance(splits.train, IterableDataset) else len(splits.train)
-    return Probe(head, model, train, test, splits.classes, global_batch, size, notes, splits)
+    return Probe(head, model, train, test, splits.classes, size, notes, splits)
 
 
 def _checkpoint(

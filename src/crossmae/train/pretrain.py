@@ -41,7 +41,7 @@ from crossmae.train.monitor import save_loss_curve, save_reconstruction
 from crossmae.train.optim import build_adamw, param_groups, set_lr
 from crossmae.train.options import build_dataclass
 from crossmae.train.precision import resolve_precision
-from crossmae.train.schedule import lr_at, scaled_lr
+from crossmae.train.schedule import check_min_lr, lr_at, scaled_lr
 from crossmae.train.signals import GracefulStop
 from crossmae.train.step import OptimizerStep, StepResult
 
@@ -189,11 +189,7 @@ class Pretrainer:
             )
         self.effective_batch = cfg.batch_size * cfg.accum_iter * dist.world_size
         self.base_lr = self._base_lr()
-        if cfg.min_lr > self.base_lr:
-            raise CrossMAEError(
-                f"--min-lr {cfg.min_lr:g} is above the learning rate {self.base_lr:.3g}: the "
-                "cosine would rise"
-            )
+        check_min_lr(cfg.min_lr, self.base_lr)
         self.module = MaskedAutoencoder(self.model_cfg).to(self.device)
         self.model = self._wrap(self.module)
         groups = param_groups(self.module, cfg.weight_decay)

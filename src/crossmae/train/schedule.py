@@ -54,5 +54,13 @@ def check_schedule(
         )
     if (lr if lr is not None else blr) <= 0 or min_lr < 0:
         raise CrossMAEError("learning rates must be positive")
-    if lr is not None and min_lr > lr:
-        raise CrossMAEError(f"--min-lr {min_lr:g} is above --lr {lr:g}: the cosine would rise")
+    if lr is not None:
+        check_min_lr(min_lr, lr)
+
+
+def check_min_lr(min_lr: float, lr: float) -> None:
+    """The cosine decays from `lr` to `min_lr`; the other way round it would rise."""
+    if min_lr > lr:
+        raise CrossMAEError(
+            f"--min-lr {min_lr:g} is above the learning rate {lr:.3g}: the cosine would rise"
+        )
