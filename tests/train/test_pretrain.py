@@ -220,11 +220,11 @@ def test_min_lr_above_the_scaled_learning_rate_is_refused(tiny, image_folder, ca
 
 
 def test_runs_started_in_the_same_second_get_folders_of_their_own(monkeypatch, tmp_path):
-    import crossmae.train.pretrain as pretrain_module
+    from crossmae.train.run_folder import _claim
 
     monkeypatch.chdir(tmp_path)
     stem = "runs/pretrain-20261201-120000"
-    assert [pretrain_module._claim(stem) for _ in range(3)] == [stem, f"{stem}-2", f"{stem}-3"]
+    assert [_claim(stem) for _ in range(3)] == [stem, f"{stem}-2", f"{stem}-3"]
 
 
 def test_a_run_that_fails_to_start_leaves_no_empty_folder(quiet, monkeypatch, tmp_path, capsys):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,30 +24,27 @@ from crossmae.models.config import AutoencoderConfig
 from crossmae.serialization import load_state_dict_strict
 from crossmae.train import checkpointing as ckpt
 from crossmae.train.batches import BatchSource, derive_seed, masking_noise
-from crossmae.train.config import PretrainConfig, with_demo
+from crossmae.train.config import PretrainConfig
 from crossmae.train.data import TrainingData, open_training_data
 from crossmae.train.distributed import (
     DistInfo,
     StopVote,
     all_reduce_max,
     all_reduce_mean,
-    broadcast_object,
     cleanup_distributed,
     init_distributed,
 )
 from crossmae.train.logging import RunLogger, peak_host_memory_gib, read_log
 from crossmae.train.monitor import save_loss_curve, save_reconstruction
 from crossmae.train.optim import build_adamw, param_groups, set_lr
-from crossmae.train.options import build_dataclass
 from crossmae.train.precision import resolve_precision
+from crossmae.train.run_folder import CONFIG_YAML, new_run_folder, resume_point
 from crossmae.train.schedule import check_min_lr, lr_at, scaled_lr
 from crossmae.train.signals import GracefulStop
 from crossmae.train.step import OptimizerStep, StepResult
 
 RECONSTRUCTION_IMAGES = 8
-LOSS_PNG, RECON_PNG, CONFIG_YAML = "loss.png", "reconstruction.png", "config.yaml"
-# Settings about one invocation, not the run: a resumed run does not inherit them.
-PER_INVOCATION = ("resume", "max_steps")
+LOSS_PNG, RECON_PNG = "loss.png", "reconstruction.png"
 
 
 def pretrain(*layers: dict[str, Any], source: str = "") -> int:
@@ -56,12 +52,12 @@ def pretrain(*layers: dict[str, Any], source: str = "") -> int:
 
     Settings are validated before anything is set up, so bad ones fail at once.
     """
-    cfg, state, path = _resume_point(layers, source)
+    cfg, state, path = resume_point(layers, source)
     dist = init_distributed(cfg.device)
     claimed = None
     try:
         if cfg.output_dir is None:
-            cfg.output_dir = claimed = _new_run_folder(dist)
+            cfg.output_dir = claimed = new_run_folder(dist)
         return Pretrainer(cfg, dist, state, path).run()
     except BaseException:
         if claimed and dist.is_main and not any(Path(claimed).iterdir()):
@@ -69,96 +65,6 @@ def pretrain(*layers: dict[str, Any], source: str = "") -> int:
         raise
     finally:
         cleanup_distributed()
-
-
-def _resume_point(
-    layers: tuple[dict[str, Any], ...], source: str
-) -> tuple[PretrainConfig, dict[str, Any] | None, Path | None]:
-    """The validated settings and the checkpoint to continue from, if any.
-
-    When resuming, the checkpoint's own settings lie under the ones given now and are read
-    before anything is checked or set up: its epochs and device, not the demo's. Every
-    process reads the same files, before any of them joins the group.
-    """
-    given = build_dataclass(PretrainConfig, *with_demo(*layers), source=source)
-    path = _checkpoint_to_resume(given)
-    if path is None:
-        return given.validate(), None, None
-    state = ckpt.load_training_state(path)
-    saved = {k: v for k, v in state["config"].items() if k not in PER_INVOCATION}
-    cfg = build_dataclass(PretrainConfig, saved, *layers, source=source)
-    cfg.output_dir = given.output_dir or str(path.parent)
-    if given.resume != "auto":  # auto took the furthest checkpoint there already
-        _refuse_writing_over_further(Path(cfg.output_dir), path, state["global_step"])
-    return cfg.validate(), state, path
-
-
-def _refuse_writing_over_further(folder: Path, path: Path, step: int) -> None:
-    """Continuing from `path` in `folder` would replace a checkpoint further along there."""
-    further = ckpt.latest_checkpoint(folder) if folder.is_dir() else None
-    if further is None:
-        return
-    further_step = ckpt.global_step_of(further)
-    if further_step > step:
-        raise CrossMAEError(
-            f"{further} is further along (step {further_step}) than {path} (step {step}), and "
-            f"continuing from it in {folder} would write over it; pass a new --output-dir to "
-            "branch off"
-        )
-
-
-def _checkpoint_to_resume(cfg: PretrainConfig) -> Path | None:
-    if cfg.resume not in (None, "auto"):
-        found = Path(cfg.resume).expanduser()
-        if found.is_dir():
-            raise CrossMAEError(
-                f"--resume {found} is a folder; pass a checkpoint in it, or "
-                f"--resume auto --output-dir {found}"
-            )
-        if not found.is_file():
-            raise CrossMAEError(f"checkpoint {found} does not exist")
-        return found
-    if cfg.output_dir is None:
-        if cfg.resume == "auto":
-            raise CrossMAEError("--resume auto needs the --output-dir of the run to continue")
-        return None
-    if not Path(cfg.output_dir).is_dir():
-        return None  # validate() refuses a file there
-    latest = ckpt.latest_checkpoint(cfg.output_dir)
-    started = latest is not None or (Path(cfg.output_dir) / CONFIG_YAML).exists()
-    if started and cfg.resume is None:  # a run that saved no checkpoint yet has a config.yaml
-        raise CrossMAEError(
-            f"{cfg.output_dir} already holds a run; pass --resume auto to continue it, "
-            "or choose another --output-dir"
-        )
-    return latest
-
-
-def _new_run_folder(dist: DistInfo) -> str:
-    """runs/pretrain-<time>, made by rank 0 so that no other run can take it too (runs started
-    in the same second, as a job array's, get -2, -3, ...)."""
-    named: tuple[str, str | None] = ("", None)
-    if dist.is_main:
-        stem = f"runs/pretrain-{datetime.now():%Y%m%d-%H%M%S}"
-        try:
-            named = (_claim(stem), None)
-        except OSError as err:
-            named = ("", f"cannot make a run folder {stem}: {err.strerror or err}")
-    folder, error = broadcast_object(named)
-    if error:
-        raise CrossMAEError(error)
-    return folder
-
-
-def _claim(stem: str) -> str:
-    folder, n = stem, 1
-    while True:
-        try:
-            Path(folder).mkdir(parents=True)
-            return folder
-        except FileExistsError:
-            n += 1
-            folder = f"{stem}-{n}"
 
 
 class Pretrainer:
