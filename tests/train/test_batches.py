@@ -56,6 +56,13 @@ def test_seeded_items_do_not_depend_on_the_global_rng():
     assert not torch.equal(items[(3, 4)][0], first)  # another epoch, another crop
 
 
+def test_seeded_items_draw_the_stream_of_their_documented_seed():
+    """(seed, epoch, index) names the crop: a run resumed by another version gets the same."""
+    items = SeededItems(RandomCrop(), seed=7, transform=lambda i: torch.rand(3) + i)
+    torch.manual_seed(derive_seed(7, 2, 4))
+    assert torch.equal(items[(2, 4)][0], torch.rand(3) + 4)
+
+
 def test_masking_noise_rows_match_across_process_counts():
     def draw(world):
         rows = [masking_noise(torch.Generator().manual_seed(11), 8 // world, r, world, 16)

@@ -77,7 +77,7 @@ class FeatureBatches:
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = torch.randperm(
             len(self.labels), generator=torch.Generator().manual_seed(self.seed + epoch)
-        )
+        ).to(self.features.device)  # CPU indices into GPU features: a blocking copy a step
         for i in range(self.steps_per_epoch):
             take = order[i * self.batch_size : (i + 1) * self.batch_size]
             yield self.features[take], self.labels[take]

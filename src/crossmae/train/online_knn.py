@@ -6,6 +6,9 @@ encoder has no final norm; the kNN compares cosine similarities, so no norm is n
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -47,24 +50,35 @@ class OnlineKNN:
 
     @torch.no_grad()
     def features(
-        self, model: MaskedAutoencoder, dataset: Dataset, device: torch.device
+        self,
+        model: MaskedAutoencoder,
+        dataset: Dataset,
+        device: torch.device,
+        autocast: Callable[[], AbstractContextManager] = nullcontext,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         feats, labels = [], []
-        for images, target in DataLoader(dataset, **self.loader_options):
-            tokens = model.forward_features(images.to(device, non_blocking=True))
+        loader = DataLoader(dataset, **self.loader_options, pin_memory=device.type == "cuda")
+        for images, target in loader:
+            with autocast():  # the training step's precision: bf16 on a GPU
+                tokens = model.forward_features(images.to(device, non_blocking=True))
             feats.append(tokens[:, 1:].float().mean(dim=1))
-            labels.append(target.to(device))
+            labels.append(target.to(device, non_blocking=True))
         return torch.cat(feats), torch.cat(labels)
 
-    def accuracy(self, model: MaskedAutoencoder, device: torch.device) -> float:
+    def accuracy(
+        self,
+        model: MaskedAutoencoder,
+        device: torch.device,
+        autocast: Callable[[], AbstractContextManager] = nullcontext,
+    ) -> float:
         """Top-1 accuracy in percent of a weighted k-NN vote on the eval split."""
         from crossmae.eval.knn import knn_accuracy
 
         was_training = model.training
         model.eval()
         try:
-            train_x, train_y = self.features(model, self.splits[0], device)
-            eval_x, eval_y = self.features(model, self.splits[1], device)
+            train_x, train_y = self.features(model, self.splits[0], device, autocast)
+            eval_x, eval_y = self.features(model, self.splits[1], device, autocast)
         finally:
             model.train(was_training)
         keep = train_y >= 0

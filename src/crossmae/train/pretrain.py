@@ -37,7 +37,7 @@ from crossmae.train.distributed import (
 from crossmae.train.logging import RunLogger, peak_host_memory_gib, read_log
 from crossmae.train.monitor import save_loss_curve, save_reconstruction
 from crossmae.train.optim import build_adamw, param_groups, set_lr
-from crossmae.train.precision import resolve_precision
+from crossmae.train.precision import autocast_context, resolve_precision
 from crossmae.train.run_folder import CONFIG_YAML, new_run_folder, resume_point
 from crossmae.train.schedule import check_min_lr, lr_at, scaled_lr
 from crossmae.train.signals import GracefulStop
@@ -397,7 +397,9 @@ class Pretrainer:
             grid = save_reconstruction(model, images, self.output_dir / RECON_PNG, cfg.seed, title)
             self.logger.image("reconstruction", grid, self.global_step)
         if knn and self.data.knn is not None:
-            accuracy = self.data.knn.accuracy(model, self.device)
+            accuracy = self.data.knn.accuracy(
+                model, self.device, lambda: autocast_context(self.device, self.precision)
+            )
             self.logger.log({"epoch": self.epoch, "knn_top1": accuracy}, self.global_step)
             self.logger.message(f"epoch {self.epoch}: kNN top-1 {accuracy:.2f}%")
 
