@@ -32,6 +32,7 @@ from crossmae.errors import CrossMAEError
 from crossmae.eval.results import write_results
 from crossmae.models.registry import get_config
 from crossmae.profiling import count_flops, measure_step
+from crossmae.train.batches import SeededItems
 
 PATCH = {"small": 16, "base": 16, "large": 16, "huge": 14}
 
@@ -109,12 +110,14 @@ def relative_to_mae(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def data_pipeline_row(dataset: Dataset, folder: str, num_images: int) -> dict[str, Any]:
-    """JPEG decode + RandomResizedCrop + flip + normalise in one process (one core)."""
+    """JPEG decode + RandomResizedCrop + flip + normalise in one process (one core), each
+    image seeded by (seed, epoch, index) as a pretraining DataLoader worker does it."""
     torch.set_num_threads(1)
+    items = SeededItems(dataset, 0, pretrain_transform(224))
     n = min(num_images, len(dataset))
     start = time.perf_counter()
     for i in range(n):
-        dataset[i]
+        items[(0, i)]
     seconds = time.perf_counter() - start
     return {"data": folder, "images": n, "images_per_s_per_core": n / seconds}
 
@@ -166,7 +169,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     jpegs = None
     if args.data:  # a wrong path fails now, not after the sweep
         try:
-            jpegs = open_image_dataset(args.data, transform=pretrain_transform(224))
+            jpegs = open_image_dataset(args.data)
         except CrossMAEError as err:
             parser.error(str(err))
     result: dict[str, Any] = {
