@@ -33,3 +33,61 @@ def test_the_probe_recipe_uses_it_at_224_px():
     crop = probe_transform(224).transforms[0]
     assert isinstance(crop, OneDrawResizedCrop) and crop.size == (224, 224)
     assert crop.scale == (0.08, 1.0)  # MAE's main_linprobe.py keeps torchvision's default
+
+
+def test_probe_images_are_normalised_with_the_imagenet_statistics():
+    """An image of the ImageNet mean colour comes out zero, at both recipes' sizes."""
+    from PIL import Image
+
+    mean_colour = Image.new("RGB", (40, 40), (124, 116, 104))  # 0.485, 0.456, 0.406 of 255
+    for size in (32, 224):
+        out = probe_transform(size)(mean_colour)
+        assert out.shape == (3, size, size) and out.abs().max() < 0.01
+
+
+def test_posterize_to_one_bit_keeps_the_bright_half():
+    from PIL import Image
+
+    from crossmae.eval.augment import _posterize
+
+    img = Image.new("RGB", (4, 4), (200, 90, 130))
+    assert _posterize(img, 1).getpixel((0, 0)) == (128, 0, 128)
+    assert _posterize(img, 0).getpixel((0, 0)) == (0, 0, 0)  # what older Pillow gave
+
+
+def test_small_images_take_a_reflect_padded_crop_shifted_by_up_to_an_eighth():
+    """At 32 px each probe crop is the image reflect-padded by 4 px, cut at a shift within
+    ±4 (every shift reached), perhaps flipped; never resized, never a zero border."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(3).integers(50, 200, (32, 32, 3), dtype=np.uint8)
+    image = torch.from_numpy(pixels).permute(2, 0, 1).double()
+    padded = torch.nn.functional.pad(image[None], (4, 4, 4, 4), mode="reflect")[0]
+    mean = torch.tensor([0.485, 0.456, 0.406], dtype=torch.float64).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], dtype=torch.float64).view(3, 1, 1)
+    transform = probe_transform(32)
+    shifts, flips = set(), set()
+    for _ in range(60):
+        out = (transform(Image.fromarray(pixels)).double() * std + mean) * 255
+        found = [
+            (dy, dx, flip)
+            for dy in range(9)
+            for dx in range(9)
+            for flip in (False, True)
+            for crop in [padded[:, dy : dy + 32, dx : dx + 32]]
+            if (out - (crop.flip(2) if flip else crop)).abs().max() < 0.01
+        ]
+        assert found, "a crop that is no shift of the reflect-padded image"
+        dy, dx, flip = found[0]
+        shifts.add(max(abs(dy - 4), abs(dx - 4)))
+        flips.add(flip)
+    assert max(shifts) == 4 and flips == {False, True}
+
+
+def test_small_image_randaugment_translates_by_045_of_the_side_as_timm_does_at_224():
+    from crossmae.eval.augment import finetune_transform
+
+    (augment,) = [t for t in finetune_transform(32).transforms if hasattr(t, "ops")]
+    translates = [op for op in augment.ops if op.name.startswith("Translate")]
+    assert translates and all(op.hparams["translate_const"] == 14 for op in translates)

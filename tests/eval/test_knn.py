@@ -44,3 +44,14 @@ def test_k_larger_than_the_train_set_and_chunking_agree():
     whole = knn_predict(train, train_y, query, 3, k=50)
     chunked = knn_predict(train, train_y, query, 3, k=50, chunk_size=2)
     torch.testing.assert_close(whole, chunked)
+
+
+def test_the_default_temperature_is_dinos_007():
+    """The online monitor passes only k: its votes weigh exp(similarity / 0.07)."""
+    train = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+    labels = torch.tensor([0, 1, 1])
+    query = torch.tensor([[0.8, 0.6]])
+    sims = torch.nn.functional.normalize(query, dim=1) @ train.T
+    votes = (sims / 0.07).exp()[0]
+    expected = torch.stack([votes[0], votes[1] + votes[2]])[None]
+    torch.testing.assert_close(knn_predict(train, labels, query, 2, k=3), expected)

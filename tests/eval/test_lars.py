@@ -105,3 +105,29 @@ def test_under_a_grad_scaler_the_step_is_the_unscaled_one():
         scaler.update()
     for a, b in zip(reference, scaled, strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_the_defaults_are_maes_momentum_09_and_trust_0001():
+    """The probe builds LARS with its defaults; two steps pin both, in float64."""
+    w = torch.nn.Parameter(torch.randn(4, 6, dtype=torch.float64))
+    w0 = w.detach().clone()
+    g1, g2 = torch.randn(4, 6, dtype=torch.float64), torch.randn(4, 6, dtype=torch.float64)
+    opt = LARS([w], lr=0.3)
+    w.grad = g1.clone()
+    opt.step()
+    mu = 0.001 * torch.linalg.vector_norm(w0) / torch.linalg.vector_norm(g1) * g1
+    torch.testing.assert_close(w.detach(), w0 - 0.3 * mu, rtol=1e-12, atol=0)
+    w1 = w.detach().clone()
+    w.grad = g2.clone()
+    opt.step()
+    mu = 0.9 * mu + 0.001 * torch.linalg.vector_norm(w1) / torch.linalg.vector_norm(g2) * g2
+    torch.testing.assert_close(w.detach(), w1 - 0.3 * mu, rtol=1e-12, atol=0)
+
+
+def test_a_matrix_with_a_zero_update_stays_finite():
+    """||update|| = 0 (no gradient, no decay): the trust ratio would be inf, and 0 * inf NaN."""
+    w = torch.nn.Parameter(torch.randn(3, 3))
+    before = w.detach().clone()
+    w.grad = torch.zeros(3, 3)
+    LARS([w], lr=1.0).step()
+    assert torch.equal(w.detach(), before)

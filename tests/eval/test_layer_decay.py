@@ -32,3 +32,10 @@ def test_layer_id_and_bad_decay():
     assert layer_decay_scales(24, 1.0)("patch_embed.proj.weight") == 1.0
     with pytest.raises(CrossMAEError, match="layer decay"):
         layer_decay_scales(12, 1.5)
+
+
+def test_register_tokens_learn_with_the_embeddings_and_decay_0_is_refused():
+    scales = layer_decay_scales(12, 0.65)
+    assert scales("reg_token") == scales("pos_embed") == 0.65**13
+    with pytest.raises(CrossMAEError, match="layer decay"):
+        layer_decay_scales(12, 0.0)  # every layer but the head would be frozen

@@ -42,3 +42,8 @@ def test_same_grid_is_untouched_and_wrong_length_raises():
     assert resample_pos_embed(pos, (4, 4), (4, 4)) is pos
     with pytest.raises(ValueError, match="17 rows"):
         resample_pos_embed(pos, (5, 5), (8, 8))
+
+
+def test_a_table_longer_than_its_grid_is_refused():
+    with pytest.raises(ValueError, match="20 rows, expected 17"):
+        resample_pos_embed(torch.randn(1, 20, 8), (4, 4), (8, 8))

@@ -93,3 +93,40 @@ def test_unknown_model_and_setting():
         get_config("crossmae_vit_gigantic")
     with pytest.raises(CrossMAEError, match=r"mask_rato \(did you mean mask_ratio\?\)"):
         get_config("crossmae_vit_tiny_patch4_32", mask_rato=0.5)
+
+
+@pytest.mark.parametrize(("weights", "project"), [("linear", False), ("softmax", True)])
+def test_fusion_is_a_normed_weighted_sum_of_projected_layers(weights, project):
+    """Block i reads LN_i(sum_j W'[i, j] P_j(F_j)), W' = W or softmax(W) by row, in float64."""
+    from crossmae.models.fusion import FeatureFusion
+
+    fusion = FeatureFusion(3, 2, 8, weights=weights, project=project).double()
+    with torch.no_grad():
+        for norm in fusion.norms:  # non-trivial affine, so each block's own LN is checked
+            norm.weight.normal_(), norm.bias.normal_()
+    layers = [torch.randn(2, 5, 8, dtype=torch.float64) for _ in range(3)]
+    w = fusion.weight.softmax(1) if weights == "softmax" else fusion.weight
+    projected = [
+        torch.nn.functional.linear(f, p.weight, p.bias) if project else f
+        for f, p in zip(layers, fusion.projections or [None] * 3, strict=True)
+    ]
+    out = fusion(layers)
+    for i, norm in enumerate(fusion.norms):
+        mixed = sum(w[i, j] * projected[j] for j in range(3))
+        expected = torch.nn.functional.layer_norm(mixed, (8,), norm.weight, norm.bias, 1e-6)
+        torch.testing.assert_close(out[i], expected, rtol=1e-12, atol=1e-12)
+
+
+def test_fusion_weights_start_xavier_uniform_as_the_reference():
+    from crossmae.models.fusion import FeatureFusion
+
+    weight = FeatureFusion(60, 40, 8).weight.detach()
+    bound = (6 / (60 + 40)) ** 0.5
+    assert weight.abs().max() <= bound and weight.abs().max() > 0.95 * bound
+    assert weight.std().item() == pytest.approx(bound / 3**0.5, rel=0.05)
+
+
+def test_pos_embed_width_must_split_into_four_sincos_quarters():
+    sincos_2d_pos_embed(12, (2, 3), cls_token=False)  # 12 = 4 x 3: fine
+    with pytest.raises(ValueError, match="divisible by 4, got 10"):
+        sincos_2d_pos_embed(10, (2, 3), cls_token=False)

@@ -45,3 +45,19 @@ def test_prediction_ratio_scaling():
     assert scaled_lr(1.5e-4, 4096, 0.75, 0.25) == pytest.approx(8e-4)
     assert scaled_lr(1.5e-4, 4096, 0.75, 0.75) == pytest.approx(2.4e-3)
     assert scaled_lr(1.5e-4, 4096, 0.75, None) == pytest.approx(2.4e-3)  # switched off
+
+
+def test_warmup_over_the_whole_run_leaves_no_cosine_to_divide_by():
+    assert lr_at(5, base_lr=1e-3, warmup_steps=10, total_steps=10) == 5e-4
+    assert lr_at(10, base_lr=1e-3, warmup_steps=10, total_steps=10, min_lr=1e-5) == 1e-5
+
+
+def test_schedule_checks_accept_edges_and_refuse_a_zero_rate():
+    from crossmae.errors import CrossMAEError
+    from crossmae.train.schedule import check_schedule
+
+    check_schedule(10, 10, None, 1e-3, 0.0)  # warmup over every epoch
+    check_schedule(10, 0, 1e-3, 1e-3, 1e-3)  # a constant rate: min_lr == lr
+    for lr, blr in ((0.0, 1e-3), (None, 0.0)):
+        with pytest.raises(CrossMAEError, match="learning rates must be positive"):
+            check_schedule(10, 1, lr, blr, 0.0)
