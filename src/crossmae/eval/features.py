@@ -77,13 +77,19 @@ def extract_features(
     device: torch.device,
     autocast: Callable[[], AbstractContextManager] = nullcontext,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run `model` over (images, labels) batches -> (N, D) float32 features, (N,) labels, on CPU."""
+    """Run `model` over (images, labels) batches -> (N, D) float32 features, (N,) labels, on CPU.
+
+    Each batch's features are copied out without waiting (into pinned memory, on a GPU), so
+    the next batch is queued while this one runs; one synchronisation at the end.
+    """
     features, labels = [], []
     for imgs, targets in batches:
         with autocast():
             out = model(imgs.to(device, non_blocking=True))
-        features.append(out.float().cpu())
+        features.append(out.float().to("cpu", non_blocking=True))
         labels.append(torch.as_tensor(targets).cpu())
     if not features:
         raise CrossMAEError("the data set has no images to extract features from")
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # the copies above are queued, not yet done
     return torch.cat(features), torch.cat(labels).long()
