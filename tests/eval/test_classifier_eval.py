@@ -26,17 +26,18 @@ def _classifier(outputs: int = 2, bias: list[float] | None = None):
     return vit
 
 
-def _plain_top1(vit, root) -> float:
-    """Every val image, normalised by hand (32 px: no resize, no crop), one at a time."""
-    right = total = 0
+def _plain_top1(vit, root) -> tuple[float, dict[str, float]]:
+    """Every val image, normalised by hand (32 px: no resize, no crop), one at a time:
+    top-1 over all of them, and per class."""
+    hits = {}
     for label, name in enumerate(CLASSES):
         for path in sorted((root / "val" / name).iterdir()):
             pixels = np.asarray(Image.open(path).convert("RGB"), dtype=np.float64) / 255
             x = torch.from_numpy((pixels - MEAN) / STD).permute(2, 0, 1)[None].float()
             with torch.no_grad():
-                right += int(vit(x).argmax(1).item() == label)
-            total += 1
-    return 100 * right / total
+                hits.setdefault(name, []).append(int(vit(x).argmax(1).item() == label))
+    every = [hit for class_hits in hits.values() for hit in class_hits]
+    return 100 * sum(every) / len(every), {k: 100 * sum(v) / len(v) for k, v in hits.items()}
 
 
 def test_top1_is_a_plain_loop_over_the_images_and_ema_takes_the_average(two_class_tree, tmp_path):
@@ -48,12 +49,16 @@ def test_top1_is_a_plain_loop_over_the_images_and_ema_takes_the_average(two_clas
                 "--num-workers", 0, "--batch-size", 7) == 0  # fmt: skip
     results = json.loads((tmp_path / "ft.eval.json").read_text())  # beside the checkpoint
     assert results["eval_images"] == 20 and results["weights"] == "model"
-    assert results["top1"] == pytest.approx(_plain_top1(vit, two_class_tree), abs=1e-9)
+    top1, per_class = _plain_top1(vit, two_class_tree)
+    assert results["top1"] == pytest.approx(top1, abs=1e-9)
+    assert results["per_class_top1"] == pytest.approx(per_class, abs=1e-9)
     assert results["top5"] == 100.0  # two classes: both are in the top 5
     assert _run("evaluate", "--checkpoint", tmp_path / "ft.pth", "--data", two_class_tree,
                 "--num-workers", 0, "--ema", "--output-dir", tmp_path / "ema") == 0  # fmt: skip
     averaged = json.loads((tmp_path / "ema" / "eval.json").read_text())
     assert averaged["weights"] == "ema" and averaged["top1"] == 50.0
+    assert averaged["per_class_top1"] == {"bright": 100.0, "dark": 0.0}
+    assert averaged["lowest_classes"] == "dark 0.0, bright 100.0"
 
 
 def test_a_timm_export_and_a_new_size_evaluate_too(two_class_tree, tmp_path):
@@ -101,3 +106,26 @@ def test_a_pretraining_checkpoint_has_no_head_to_evaluate(ours, two_class_tree, 
     assert _run("evaluate", "--checkpoint", ours, "--data", two_class_tree) == 2
     assert "with no classifier head; fine-tune it" in capsys.readouterr().err
     assert not ours.with_name("ours.eval.json").exists()
+
+
+@pytest.mark.slow
+def test_under_torchrun_every_image_is_counted_once(two_class_tree, tmp_path):
+    """Two processes each classify half the images; the summed counts are one process's."""
+    import os
+    import subprocess
+    import sys
+
+    torch.save(classifier_checkpoint(_classifier(), CLASSES), tmp_path / "ft.pth")
+    args = ["evaluate", "--checkpoint", tmp_path / "ft.pth", "--data", two_class_tree,
+            "--num-workers", 0, "--batch-size", 3]  # fmt: skip
+    assert _run(*args, "--output-dir", tmp_path / "one") == 0
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc_per_node=2", "-m", "crossmae"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([*torchrun, *map(str, args), "--output-dir", str(tmp_path / "two")],
+                          capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    one, two = (json.loads((tmp_path / d / "eval.json").read_text()) for d in ("one", "two"))
+    assert two["eval_images"] == one["eval_images"] == 20
+    assert two["top1"] == one["top1"] and two["per_class_top1"] == one["per_class_top1"]
+    assert two["loss"] == pytest.approx(one["loss"], rel=1e-6)

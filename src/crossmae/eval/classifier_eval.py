@@ -44,12 +44,12 @@ def evaluate_classifier(s: ClassifierEvalSettings) -> dict[str, Any]:
             eval_transform(size, arch.in_chans), arch.in_chans,
         )  # fmt: skip
         _check_classes(evals, classes, vit.num_classes, s.num_classes)
+        names = classes or getattr(evals, "classes", None) or list(map(str, range(vit.num_classes)))
         evals = random_subset(evals, s.eval_images, s.seed, "evaluation")
         loader = make_loader(evals, s.batch_size, ctx.dist, train=False, num_workers=s.num_workers)
         began = time.time()
-        metrics = evaluate(
-            vit.to(ctx.device), CheckedLabels(loader, vit.num_classes), ctx.device, ctx.autocast
-        )
+        metrics = evaluate(vit.to(ctx.device), CheckedLabels(loader, vit.num_classes),
+                           ctx.device, ctx.autocast, classes=names)  # fmt: skip
         report = getattr(evals, "report", None)
         skipped = report() if report is not None else None
         results = {
@@ -63,12 +63,20 @@ def evaluate_classifier(s: ClassifierEvalSettings) -> dict[str, Any]:
             "top1": metrics["top1"],
             "top5": metrics["top5"],
             "loss": metrics["loss"],
+            "lowest_classes": _lowest(metrics["per_class"]),
             "seconds": round(time.time() - began, 1),
             **({"skipped": skipped} if skipped else {}),
+            "per_class_top1": metrics["per_class"],
         }
         ctx.finish(result_table(f"evaluated {Path(s.checkpoint).name}", results), results,
                    path.name)  # fmt: skip
         return results
+
+
+def _lowest(per_class: dict[str, float | None], count: int = 3) -> str:
+    """'cat 41.0, dog 52.5, bird 60.1': the classes it gets wrong most often."""
+    scored = sorted((top1, name) for name, top1 in per_class.items() if top1 is not None)
+    return ", ".join(f"{name} {top1:.1f}" for top1, name in scored[:count])
 
 
 def _classifier(s: ClassifierEvalSettings) -> tuple[VisionTransformer, list[str] | None, str]:

@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -129,11 +130,15 @@ def evaluate(
     device: torch.device,
     autocast: Callable[[], AbstractContextManager],
     over_ranks: bool = True,
-) -> dict[str, float]:
+    classes: list[str] | None = None,
+) -> dict[str, Any]:
     """Top-1 / top-5 accuracy (%) and mean cross-entropy, summed over every process (each
-    holds its share of the split), or this process's alone when it holds all of it."""
+    holds its share of the split), or this process's alone when it holds all of it; with
+    `classes`, also each class's top-1 (`per_class`, None for a class with no images)."""
     model.eval()
-    totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss sum, top1, top5, n
+    count = len(classes) if classes else 0
+    # loss sum, top1, top5, n; then per class: right, n (counted on the device: no syncs)
+    totals = torch.zeros(4 + 2 * count, dtype=torch.float64, device=device)
     for imgs, labels in batches:
         imgs = imgs.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
@@ -143,9 +148,19 @@ def evaluate(
         totals[0] += loss
         totals[1:3] += topk_correct(logits, labels)
         totals[3] += len(labels)
+        if count:
+            right = (logits.argmax(dim=1) == labels).double()
+            totals[4 : 4 + count].index_add_(0, labels, right)
+            totals[4 + count :].index_add_(0, labels, torch.ones_like(right))
     if over_ranks and torch.distributed.is_initialized():
         totals = all_reduce_mean(totals) * torch.distributed.get_world_size()
-    loss_sum, top1, top5, n = totals.tolist()
+    loss_sum, top1, top5, n, *per_class = totals.tolist()
     if n == 0:
         raise CrossMAEError("the evaluation split has no images")
-    return {"top1": 100 * top1 / n, "top5": 100 * top5 / n, "loss": loss_sum / n, "images": int(n)}
+    out: dict[str, Any] = {
+        "top1": 100 * top1 / n, "top5": 100 * top5 / n, "loss": loss_sum / n, "images": int(n)
+    }  # fmt: skip
+    if classes:
+        pairs = zip(classes, per_class[:count], per_class[count:], strict=True)
+        out["per_class"] = {name: 100 * hits / k if k else None for name, hits, k in pairs}
+    return out
