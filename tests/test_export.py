@@ -88,6 +88,21 @@ def test_a_timm_export_reads_back_as_the_same_encoder(tmp_path, capsys):
         torch.testing.assert_close(loaded.model.eval()(x), timm_model(x), rtol=0, atol=0)
 
 
+def test_our_safetensors_model_exports_to_timm_and_reads_back(tmp_path, capsys):
+    source = REFERENCE_DIR / "mae_npl.checkpoint.pth"
+    whole = tmp_path / "model.safetensors"
+    assert main(["export", str(source), "--format", "safetensors", "--output", str(whole)]) == 0
+    loaded = read_model(whole)
+    assert loaded.origin == "safetensors" and loaded.classes is None
+    _, timm_model = _export(whole, tmp_path, capsys)
+    with safe_open(str(tmp_path / "encoder.safetensors"), "pt") as f:
+        assert "classes" not in f.metadata()  # an encoder has no classes
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        again = read_model(tmp_path / "encoder.safetensors").model.eval()
+        torch.testing.assert_close(again(x), timm_model(x), rtol=0, atol=0)
+
+
 def _random_classifier(global_pool: str, classes: int) -> VisionTransformer:
     # ViT-Tiny's width and heads: an authors' file without args names its heads by width
     vit = build_vit(ViTArch((32, 32), 4, 3, 192, 2, 3), classes, global_pool).eval()

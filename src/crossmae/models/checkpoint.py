@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,13 +75,13 @@ def _read_safetensors(path: Path) -> LoadedModel:
     what = f"checkpoint {path}"
     if metadata.get("format") == FORMAT and "model_config" in metadata:
         ckpt = {"model_config": _json(metadata["model_config"], path), "model": state}
-        return LoadedModel(model_from_checkpoint(ckpt, what), "safetensors")
+        return LoadedModel(model_from_checkpoint(ckpt, what), origin="safetensors")
     if "timm_model" in metadata:
         return LoadedModel(*vit_from_timm_export(state, metadata, what), origin="timm export")
     hub_config = path.with_name("config.json")
     if "decoder_pred.weight" in state and hub_config.is_file():
         config = _json(hub_config.read_text(errors="replace"), hub_config)
-        return LoadedModel(load_hub_checkpoint(state, config, what), "safetensors")
+        return LoadedModel(load_hub_checkpoint(state, config, what), origin="safetensors")
     raise CrossMAEError(
         f"{path} holds no crossmae model config, and no config.json beside it describes the "
         "authors' model (written by another tool?)"
@@ -101,6 +101,7 @@ class LoadedModel:
 
     model: nn.Module  # MaskedAutoencoder (pretraining) or timm VisionTransformer (the rest)
     classes: list[str] | None = None  # a classifier's outputs, where the file names them
+    _: KW_ONLY
     origin: str = "crossmae format"  # or "authors' format", "safetensors", "timm export"
 
 
