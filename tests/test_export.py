@@ -201,3 +201,18 @@ def test_export_never_writes_over_its_checkpoint(tmp_path, capsys):
         )
         assert message in capsys.readouterr().err
     assert source.read_bytes() == before
+
+
+def test_a_non_square_classifier_with_another_mlp_ratio_round_trips(tmp_path, capsys):
+    """32 px high, 16 wide, MLP 2x: the export must name the height first, as timm does."""
+    vit = build_vit(ViTArch((32, 16), 4, 3, 192, 2, 3, mlp_ratio=2.0), 4, "token").eval()
+    torch.save(classifier_checkpoint(vit, list("abcd")), tmp_path / "ft.pth")
+    out = tmp_path / "tall.safetensors"
+    assert main(["export", str(tmp_path / "ft.pth"), "--output", str(out)]) == 0
+    again = read_model(out).model.eval()
+    assert (
+        ViTArch.from_vit(again) == ViTArch.from_vit(vit) == ViTArch((32, 16), 4, 3, 192, 2, 3, 2.0)
+    )
+    x = torch.randn(2, 3, 32, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), vit(x), rtol=0, atol=0)

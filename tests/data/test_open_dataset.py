@@ -157,3 +157,16 @@ def test_builtin_files_are_the_original_cifar_jpegs():
         for i, path in enumerate(paths):
             assert demo.read(i) == (CIFAR_JPEG / path).read_bytes(), path
             assert demo.classes[demo.labels[i]] == Path(path).parent.name
+
+
+def test_hidden_folders_and_files_are_neither_classes_nor_images(tmp_path):
+    """Jupyter's .ipynb_checkpoints (or a .Trash) would shift every label after it."""
+    rng = np.random.default_rng()
+    for folder in ("cat", "dog", ".ipynb_checkpoints"):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(
+            tmp_path / folder / "a.png"
+        )
+    (tmp_path / "cat" / ".b.png").write_bytes((tmp_path / "cat" / "a.png").read_bytes())
+    dataset = open_image_dataset(tmp_path)
+    assert dataset.classes == ["cat", "dog"] and len(dataset) == 2

@@ -245,3 +245,22 @@ def test_empty_class_folder_keeps_its_label_and_is_noted(tmp_path, random_image,
     ds = open_image_dataset(tmp_path)
     assert ds.classes == ["ant", "bee", "cow"] and [ds[i][1] for i in range(2)] == [0, 2]
     assert ds.report() == ("skipped 1 of 3 files: 1 not an image; 1 empty class folder(s): bee")
+
+
+def test_a_dark_16_bit_image_stays_dark_and_a_unit_float_image_is_full_range():
+    """Scaled by its mode, not by its content: a 16-bit scan whose values stay below 256
+    is nearly black, not stretched as if it were 8-bit; float pixels in [0, 1] span 0-255."""
+
+    def encoded(img: Image.Image, fmt: str) -> bytes:
+        buffer = io.BytesIO()
+        img.save(buffer, fmt)
+        return buffer.getvalue()
+
+    dark = np.random.default_rng().integers(0, 200, (8, 8), dtype=np.uint16)
+    dark_png = encoded(Image.fromarray(dark), "PNG")
+    assert Image.open(io.BytesIO(dark_png)).mode.startswith("I;16")
+    assert np.asarray(decode_image(dark_png, mode="L")).max() <= 1
+    unit = np.random.default_rng().random((8, 8), dtype=np.float32)
+    unit[0, 0] = 1.0
+    out = np.asarray(decode_image(encoded(Image.fromarray(unit, mode="F"), "TIFF"), mode="L"))
+    assert out[0, 0] == 255 and np.abs(out - np.rint(unit * 255)).max() <= 1

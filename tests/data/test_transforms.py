@@ -62,3 +62,12 @@ def test_pretrain_transform_is_the_papers_recipe():
     assert isinstance(flip, T.RandomHorizontalFlip) and flip.p == 0.5
     assert tuple(normalize.mean) == pytest.approx((0.485, 0.456, 0.406))
     assert tuple(normalize.std) == pytest.approx((0.229, 0.224, 0.225))
+
+
+@pytest.mark.parametrize("size", [(32, 16), (16, 32)])
+def test_a_non_square_eval_crop_is_cut_from_the_image_never_padded(random_image, size):
+    """The short side goes to the longer target side, so the crop always fits inside."""
+    out = eval_transform(size)(random_image(20, 20))
+    black = torch.tensor([(0 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True)])
+    rows_or_cols = [out[:, 0], out[:, -1], out[:, :, 0], out[:, :, -1]]
+    assert not any(torch.allclose(edge, black.view(3, 1).expand_as(edge)) for edge in rows_or_cols)

@@ -84,6 +84,11 @@ def test_a_timm_export_and_a_new_size_evaluate_too(two_class_tree, tmp_path):
     [
         (lambda: classifier_checkpoint(_classifier(), ["cat", "dog"]), [],
          "not the ones the classifier was fine-tuned on (2: cat, dog)"),
+        (lambda: classifier_checkpoint(_classifier(), ["dark", "bright"]), [],  # reordered
+         "not the ones the classifier was fine-tuned on (2: dark, bright)"),
+        (lambda: {**classifier_checkpoint(_classifier(), CLASSES), "model": {
+            k: v for k, v in _classifier().state_dict().items() if k != "head.bias"}}, [],
+         "damaged classifier checkpoint"),
         (lambda: {"model": _classifier(3).state_dict()}, [],  # the authors' layout: no names
          "have 2 classes but the classifier has 3 outputs"),
         (lambda: classifier_checkpoint(_classifier(), CLASSES), ["--num-classes", 3],

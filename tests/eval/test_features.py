@@ -46,3 +46,22 @@ def test_extractor_is_frozen_and_extraction_keeps_order():
     assert torch.equal(got, labels)
     with pytest.raises(CrossMAEError, match="no images"):
         extract_features(extractor, [], torch.device("cpu"))
+
+
+@pytest.mark.parametrize("case", ["mae_npl", "crossmae_wfm_input_pr025"])
+def test_avg_and_token_features_are_what_their_names_say(case):
+    """avg: mean of the last block's patch tokens, parameter-free LN; token: [CLS] after
+    the final norm (parameter-free for a fusion encoder, which has none)."""
+    import torch.nn.functional as F
+
+    backbone = load_backbone(REFERENCE_DIR / f"{case}.checkpoint.pth")
+    model, imgs = backbone.autoencoder, torch.randn(3, 3, 32, 32)
+    avg, _ = feature_extractor(backbone, "avg")
+    token, _ = feature_extractor(backbone, "token")
+    last = model.encoder(imgs, return_blocks=[model.config.depth - 1]).intermediates[-1]
+    torch.testing.assert_close(avg(imgs), F.layer_norm(last[:, 1:].mean(1), (64,), eps=1e-6),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    cls = model.encoder(imgs).tokens[:, 0]
+    if not model.config.encoder_final_norm:
+        cls = F.layer_norm(cls, (64,), eps=1e-6)
+    torch.testing.assert_close(token(imgs), cls, rtol=1e-5, atol=1e-5)

@@ -111,3 +111,18 @@ def test_evaluate_matches_a_float64_count_over_uneven_batches(monkeypatch):
     assert metrics["top5"] == pytest.approx(100 * (ranks < 5).double().mean().item())
     expected_loss = nn.functional.cross_entropy(logits, labels).item()
     assert metrics["loss"] == pytest.approx(expected_loss, rel=1e-6)
+
+
+def test_each_step_runs_at_the_schedules_rate_for_its_own_index():
+    """MAE sets the rate before step i from step i itself: 0 at the first warmup step."""
+    model = nn.Linear(4, 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    schedule = Schedule(0.4, 4, 10)
+    seen = []
+    original = optimizer.step
+    optimizer.step = lambda *a, **k: (seen.append(optimizer.param_groups[0]["lr"]), original())
+    tools = StepTools(optimizer, nn.CrossEntropyLoss(), schedule, torch.device("cpu"),
+                      nullcontext, log_every=100)  # fmt: skip
+    batches = [(torch.randn(2, 4), torch.randint(3, (2,))) for _ in range(6)]
+    train_one_epoch(model, batches, tools, 0)
+    assert seen == pytest.approx([schedule(i) for i in range(6)]) and seen[0] == 0.0

@@ -175,3 +175,13 @@ def test_compiled_model_matches_eager_without_graph_breaks(name):
     eager = model(imgs, noise=noise).loss
     compiled = torch.compile(model, fullgraph=True)  # fullgraph raises on any graph break
     torch.testing.assert_close(compiled(imgs, noise=noise).loss, eager, rtol=1e-5, atol=1e-6)
+
+
+def test_initial_weights_follow_mae():
+    """Patch embedding xavier-uniform over its (D, C*p*p) view; [CLS] and mask token N(0, 0.02)."""
+    model = create_model("crossmae_vit_base_patch16")
+    w = model.encoder.patch_embed.proj.weight
+    bound = (6 / (w.shape[0] + w[0].numel())) ** 0.5
+    assert w.abs().max() <= bound and w.std().item() == pytest.approx(bound / 3**0.5, rel=0.02)
+    for token in (model.encoder.cls_token, model.decoder.mask_token):
+        assert token.std().item() == pytest.approx(0.02, rel=0.15)

@@ -65,6 +65,24 @@ def test_large_released_architectures_match_on_meta(key):
     assert out.pred.shape[0] == 2 and out.loss.device.type == "meta"
 
 
+@pytest.mark.parametrize("kind", ["mae", "crossmae"])
+def test_the_masking_args_are_the_checkpoints_own(kind):
+    """A run with --mask_ratio 0.6 (and --kept_mask_ratio 0.3): p, γ and the loss's
+    normalisation come from args, not from the paper's defaults."""
+    key = next(k for k in SHAPES if k.startswith(f"{kind}/") and "base" in k)
+    args = _args(key)
+    args.mask_ratio, args.norm_pix_loss = 0.6, False
+    if kind == "crossmae":
+        args.kept_mask_ratio = 0.3
+    config = config_from_official_args(args, _synthetic_state_dict(SHAPES[key], "meta"))
+    assert (config.mask_ratio, config.norm_pix_loss) == (0.6, False)
+    assert config.prediction_ratio == (0.3 if kind == "crossmae" else 0.6)
+    if kind == "crossmae":
+        del args.kept_mask_ratio  # args without it: γ = p
+        shapes = _synthetic_state_dict(SHAPES[key], "meta")
+        assert config_from_official_args(args, shapes).prediction_ratio == 0.6
+
+
 def test_mae_baseline_with_a_deeper_decoder_keeps_its_depth():
     """The authors' CrossMAE main_pretrain.py trains MAE baselines with --decoder_depth too;
     the depth comes from args, or else from the weights (the released MAE files: 8)."""

@@ -165,3 +165,38 @@ def test_a_temporary_link_left_by_a_crash_does_not_truncate_the_kept_copy(tmp_pa
 
 def _no_links(source, target) -> None:
     raise OSError(errno.EPERM, "hard links are not supported here")
+
+
+def test_a_positional_optimizer_state_is_renamed_parameter_by_parameter():
+    """Resuming a plain run under FSDP: each Adam moment must land on its own parameter,
+    including among parameters of one shape (a swap there would fail nothing loudly)."""
+    from crossmae.train.optim import build_adamw, param_groups
+
+    model = crossmae.create_model("crossmae_vit_tiny_patch4_32", depth=2, decoder_depth=2)
+    optimizer = build_adamw(param_groups(model, 0.05), 1e-3, (0.9, 0.95), "cpu")
+    model(torch.randn(2, 3, 32, 32)).loss.backward()
+    optimizer.step()
+    saved = optimizer.state_dict()
+    by_name = ckpt.optimizer_state_by_name(saved, optimizer, model)
+    position = {id(p): i for i, p in enumerate(p for g in optimizer.param_groups
+                                              for p in g["params"])}  # fmt: skip
+    for name, param in model.named_parameters():
+        expected = saved["state"][position[id(param)]]["exp_avg"]
+        assert torch.equal(by_name["state"][name]["exp_avg"], expected), name
+        assert torch.equal(optimizer.state[param]["exp_avg"], expected), name
+    assert ckpt.optimizer_state_by_name(by_name, optimizer, model) is by_name  # named already
+    fewer = {
+        **saved,
+        "param_groups": [{**g, "params": g["params"][1:]} for g in saved["param_groups"]],
+    }
+    with pytest.raises(CrossMAEError, match="other parameters than this model"):
+        ckpt.optimizer_state_by_name(fewer, optimizer, model)
+
+
+def test_seed_everything_seeds_python_numpy_and_torch_from_its_argument():
+    draws = []
+    for seed in (5, 6, 5):
+        ckpt.seed_everything(seed)
+        draws.append((random.random(), float(np.random.rand()), float(torch.rand(()))))
+    assert draws[0] == draws[2]
+    assert all(a != b for a, b in zip(draws[0], draws[1], strict=True))

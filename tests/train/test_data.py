@@ -39,3 +39,35 @@ def test_in_memory_asked_for_says_when_it_resizes_first(write_images, tmp_path):
     assert "kept in memory at 16x16, resized to cover and cropped" in data.description
     write_images(tmp_path / "same" / "train", 24, size=16)
     assert "resized" not in training_data(tmp_path / "same", in_memory=True).description
+
+
+def _first_batches(source, epoch: int, count: int = 2) -> torch.Tensor:
+    return torch.cat([batch for _, batch in zip(range(count), source.epoch(epoch), strict=False)])
+
+
+def test_in_memory_epochs_draw_new_orders_and_crops_reproducibly(write_images, tmp_path):
+    write_images(tmp_path / "train", 24, size=16)
+    source = training_data(tmp_path, in_memory=True).source
+    first = _first_batches(source, 0)
+    assert torch.equal(_first_batches(source, 0), first)  # an epoch is its seed's
+    assert not torch.equal(_first_batches(source, 1), first)
+
+
+def test_tar_shard_workers_are_reseeded_every_epoch(write_images, tmp_path):
+    """Unshuffled shards read in the same order each epoch: only the workers' seeds differ,
+    and with them the crops (one seed for every epoch would repeat each epoch's crops)."""
+    import tarfile
+
+    from crossmae.data import pretrain_transform
+    from crossmae.data.shards import ShardImages
+    from crossmae.train.batches import StreamSource
+
+    write_images(tmp_path / "imgs", 16, size=20)
+    with tarfile.open(tmp_path / "0.tar", "w") as tar:
+        for path in sorted((tmp_path / "imgs").iterdir()):
+            tar.add(path, arcname=path.name)
+    shards = ShardImages([tmp_path / "0.tar"], transform=pretrain_transform(16), shuffle=False)
+    source = StreamSource(shards, 16, 8, 1, seed=3, device=torch.device("cpu"), num_workers=1)
+    first = _first_batches(source, 0)
+    assert torch.equal(_first_batches(source, 0), first)
+    assert not torch.equal(_first_batches(source, 1), first)

@@ -212,6 +212,14 @@ def _short_run(tiny, image_folder, out, *flags):
     return run
 
 
+def test_a_resume_does_not_inherit_the_last_invocations_max_steps(tiny, image_folder, tmp_path):
+    """--max-steps 4 cut the first invocation short; continuing without it runs to the end."""
+    run = _short_run(tiny, image_folder, tmp_path / "run", "--epochs", "1")
+    assert main(["pretrain", *run, "--resume", "auto"]) == 0
+    state = load_training_state(tmp_path / "run" / "checkpoint.pth")
+    assert state["global_step"] == 8 and state["config"]["max_steps"] is None
+
+
 def test_a_resume_trains_with_the_weight_decay_and_betas_given_now(tiny, image_folder, tmp_path):
     run = _short_run(tiny, image_folder, tmp_path / "run")
     assert main(["pretrain", *run, "--resume", "auto", "--max-steps", "6",

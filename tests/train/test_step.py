@@ -1,5 +1,7 @@
 """One optimizer step: accumulation equals the big batch, clipping, non-finite skips."""
 
+import contextlib
+
 import pytest
 import torch
 
@@ -74,3 +76,41 @@ def test_fp16_overflow_is_a_skipped_step_but_leaves_stopping_to_the_scaler():
     assert step.scaler.get_scale() == 2.0**15  # halved from 2**16
     out = step([images], lambda x: model(x).loss)
     assert (out.nonfinite.item(), out.diverged.item()) == (0.0, 0.0)
+
+
+class _Wrapped(torch.nn.Module):
+    """A DDP or FSDP2 stand-in that records, at each backward, whether gradients would be
+    all-reduced."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(3, 1)
+        self.syncing, self.at_backward = True, []
+        self.linear.weight.register_hook(lambda g: self.at_backward.append(self.syncing) or g)
+        if kind == "ddp":
+            self.no_sync = self._no_sync
+        else:
+            self.set_requires_gradient_sync = self._set
+
+    @contextlib.contextmanager
+    def _no_sync(self):
+        self.syncing = False
+        yield
+        self.syncing = True
+
+    def _set(self, value: bool) -> None:
+        self.syncing = value
+
+    def forward(self, x):
+        return self.linear(x).sum()
+
+
+@pytest.mark.parametrize("kind", ["ddp", "fsdp"])
+def test_only_the_last_micro_batch_all_reduces(kind):
+    """Each process's micro-batches sum locally; one all-reduce per step, on the last
+    backward (the first would leave the others' gradients out of the average)."""
+    model = _Wrapped(kind)
+    step = OptimizerStep(model, torch.optim.SGD(model.parameters(), lr=0.1),
+                         device=torch.device("cpu"), precision="fp32", accum_iter=3)  # fmt: skip
+    step([torch.randn(2, 3) for _ in range(3)], model)
+    assert model.at_backward == [False, False, True]
