@@ -26,7 +26,8 @@ def _export(checkpoint, tmp_path, capsys):
         meta = f.metadata()
     assert meta["timm_model"] in printed
     kwargs = json.loads(meta["timm_kwargs"])
-    timm_model = timm.create_model(meta["timm_model"], pretrained=False, num_classes=0, **kwargs)
+    assert kwargs["num_classes"] == 0  # an encoder: every argument is in the metadata
+    timm_model = timm.create_model(meta["timm_model"], pretrained=False, **kwargs)
     timm_model.load_state_dict(load_file(str(out)), strict=True)
     return meta, timm_model.eval()
 
@@ -35,7 +36,9 @@ def test_standard_model_exports_to_plain_timm_name(tmp_path, capsys):
     model = create_model("mae_vit_small_patch16").eval()
     save_model(tmp_path / "mae.pth", model)
     meta, timm_model = _export(tmp_path / "mae.pth", tmp_path, capsys)
-    assert meta["timm_model"] == "vit_small_patch16_224" and json.loads(meta["timm_kwargs"]) == {}
+    assert meta["timm_model"] == "vit_small_patch16_224" and json.loads(meta["timm_kwargs"]) == {
+        "num_classes": 0
+    }
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(timm_model.forward_features(x), model.forward_features(x))
@@ -158,10 +161,17 @@ def test_an_authors_fine_tuned_classifier_exports_without_class_names(tmp_path, 
         ({"timm_model": "resnet50"}, "which crossmae does not export"),
         ({"timm_kwargs": "{not json"}, "damaged timm metadata"),
         ({"timm_kwargs": {"pretrained_cfg_overlay": 1}}, "unknown arguments"),
-        ({"timm_kwargs": {"depth": 1000000}}, "depth 1000000 but 4 blocks"),
-        ({"timm_kwargs": {"mlp_ratio": 100000.0}}, "do not fit its timm metadata"),
-        ({"timm_kwargs": {"num_heads": 7}}, "damaged timm metadata"),
-        ({"classes": '["a", "b"]'}, "0 outputs but class names"),
+        ({"timm_kwargs": {"depth": 1000000}}, "its weights do not fit"),  # never built
+        ({"timm_kwargs": {"embed_dim": 10**30, "num_heads": 1}}, "its weights do not fit"),
+        ({"timm_kwargs": {"mlp_ratio": 100000.0}}, "its weights do not fit"),
+        ({"timm_kwargs": {"mlp_ratio": float("inf")}}, "not a positive number"),
+        ({"timm_kwargs": {"num_heads": 7}}, "7 heads do not split width 64"),
+        ({"timm_kwargs": {"num_heads": -4}}, "positive whole numbers"),
+        ({"timm_kwargs": {"patch_size": -4}}, "positive whole numbers"),
+        ({"timm_kwargs": {"img_size": -32}}, "positive whole numbers"),
+        ({"timm_kwargs": {"depth": 4.7}}, "positive whole numbers"),
+        ({"classes": '["a", "b"]'}, "0 outputs but 2 class names"),
+        ({"classes": '[{"a": 1}]'}, "not a list of names"),
     ],
 )
 def test_a_damaged_or_foreign_timm_export_is_one_sentence(change, message, tmp_path, capsys):
@@ -174,8 +184,9 @@ def test_a_damaged_or_foreign_timm_export_is_one_sentence(change, message, tmp_p
             "timm_kwargs": json.dumps({**json.loads(meta["timm_kwargs"]), **change["timm_kwargs"]})
         }
     save_file(load_file(str(path)), str(path), metadata={**meta, **change})
-    with pytest.raises(CrossMAEError, match=message):
+    with pytest.raises(CrossMAEError, match=message) as refused:
         load_model(path)
+    assert "\n" not in str(refused.value)  # one sentence, no stack dump from torch
 
 
 @pytest.mark.parametrize("fmt", ["timm", "safetensors"])
@@ -216,3 +227,15 @@ def test_a_non_square_classifier_with_another_mlp_ratio_round_trips(tmp_path, ca
     x = torch.randn(2, 3, 32, 16)
     with torch.no_grad():
         torch.testing.assert_close(again(x), vit(x), rtol=0, atol=0)
+
+
+def test_save_model_to_a_safetensors_path_writes_safetensors(tmp_path):
+    model = create_model("crossmae_vit_tiny_patch4_32", depth=2, decoder_depth=2).eval()
+    save_model(tmp_path / "m.safetensors", model)
+    with safe_open(str(tmp_path / "m.safetensors"), "pt") as f:  # not a pickle by another name
+        assert f.metadata()["format"] == "crossmae"
+    imgs, noise = torch.randn(2, 3, 32, 32), torch.rand(2, 64)
+    again = load_model(tmp_path / "m.safetensors")
+    assert torch.equal(again(imgs, noise=noise).pred, model(imgs, noise=noise).pred)
+    with pytest.raises(CrossMAEError, match=r"save epoch in a \.pth"):
+        save_model(tmp_path / "n.safetensors", model, epoch=3)

@@ -53,5 +53,5 @@ def export_timm(
 
 
 def timm_create_call(name: str, kwargs: dict[str, Any]) -> str:
-    extra = "".join(f", {k}={v!r}" for k, v in {"num_classes": 0, **kwargs}.items())
+    extra = "".join(f", {k}={v!r}" for k, v in kwargs.items())
     return f"timm.create_model({name!r}, pretrained=False{extra})"

@@ -26,6 +26,11 @@ def _classifier(outputs: int = 2, bias: list[float] | None = None):
     return vit
 
 
+def _damaged(**arch) -> dict:
+    ckpt = classifier_checkpoint(_classifier(), CLASSES)
+    return {**ckpt, "arch": {**ckpt["arch"], **arch}}
+
+
 def _plain_top1(vit, root) -> tuple[float, dict[str, float]]:
     """Every val image, normalised by hand (32 px: no resize, no crop), one at a time:
     top-1 over all of them, and per class."""
@@ -55,7 +60,7 @@ def test_top1_is_a_plain_loop_over_the_images_and_ema_takes_the_average(two_clas
     assert results["top5"] == 100.0  # two classes: both are in the top 5
     assert _run("evaluate", "--checkpoint", tmp_path / "ft.pth", "--data", two_class_tree,
                 "--num-workers", 0, "--ema", "--output-dir", tmp_path / "ema") == 0  # fmt: skip
-    averaged = json.loads((tmp_path / "ema" / "eval.json").read_text())
+    averaged = json.loads((tmp_path / "ema" / "eval-ema.json").read_text())  # beside eval.json
     assert averaged["weights"] == "ema" and averaged["top1"] == 50.0
     assert averaged["per_class_top1"] == {"bright": 100.0, "dark": 0.0}
     assert averaged["lowest_classes"] == "dark 0.0, bright 100.0"
@@ -88,12 +93,19 @@ def test_a_timm_export_and_a_new_size_evaluate_too(two_class_tree, tmp_path):
          "not the ones the classifier was fine-tuned on (2: dark, bright)"),
         (lambda: {**classifier_checkpoint(_classifier(), CLASSES), "model": {
             k: v for k, v in _classifier().state_dict().items() if k != "head.bias"}}, [],
-         "damaged classifier checkpoint"),
+         "has no parameter 'head.bias'"),
         (lambda: {"model": _classifier(3).state_dict()}, [],  # the authors' layout: no names
          "have 2 classes but the classifier has 3 outputs"),
         (lambda: classifier_checkpoint(_classifier(), CLASSES), ["--num-classes", 3],
          "--num-classes is 3 but the classifier has 2"),
         (lambda: classifier_checkpoint(_classifier(), CLASSES), ["--ema"], "has no EMA weights"),
+        (lambda: _damaged(depth=3000), [], "its weights do not fit"),  # never built
+        (lambda: _damaged(patch_size=-4), [], "positive whole numbers"),
+        (lambda: _damaged(img_size=[-32, -32]), [], "positive whole numbers"),
+        (lambda: _damaged(mlp_ratio=float("inf")), [], "not a positive number"),
+        (lambda: _damaged(num_heads=-2), [], "positive whole numbers"),
+        (lambda: {**classifier_checkpoint(_classifier(), CLASSES), "classes": "ab"}, [],
+         "not a list of names"),
         (lambda: {"model": _classifier().state_dict()}, ["--ema"], "--ema needs a crossmae"),
     ],
 )  # fmt: skip
@@ -109,7 +121,9 @@ def test_a_classifier_for_other_classes_is_one_sentence(
 
 def test_a_pretraining_checkpoint_has_no_head_to_evaluate(ours, two_class_tree, capsys):
     assert _run("evaluate", "--checkpoint", ours, "--data", two_class_tree) == 2
-    assert "with no classifier head; fine-tune it" in capsys.readouterr().err
+    assert "is a pretraining checkpoint, with no classifier head; fine-tune it" in (
+        capsys.readouterr().err
+    )
     assert not ours.with_name("ours.eval.json").exists()
 
 
@@ -134,3 +148,32 @@ def test_under_torchrun_every_image_is_counted_once(two_class_tree, tmp_path):
     assert two["eval_images"] == one["eval_images"] == 20
     assert two["top1"] == one["top1"] and two["per_class_top1"] == one["per_class_top1"]
     assert two["loss"] == pytest.approx(one["loss"], rel=1e-6)
+
+
+def test_a_classifier_trained_on_tar_shards_evaluates_on_class_folders(
+    authors, shard_tree, two_class_tree, tmp_path
+):
+    """Shards name no classes: the checkpoint keeps only their count, so ImageNet shards'
+    model can be checked on ImageNet's val/ folders (no '0', '1', ... names to mismatch)."""
+    out = tmp_path / "ft"
+    assert _run("finetune", "--checkpoint", authors, "--data", shard_tree, "--num-classes", 2,
+                "--samples-per-epoch", 24, "--epochs", 1, "--warmup-epochs", 0, "--batch-size",
+                8, "--num-workers", 0, "--output-dir", out) == 0  # fmt: skip
+    assert torch.load(out / "checkpoint-best.pth", weights_only=True)["classes"] is None
+    assert _run("evaluate", "--checkpoint", out / "checkpoint-best.pth", "--data",
+                two_class_tree, "--num-workers", 0) == 0  # fmt: skip
+    assert _run("export", out / "checkpoint-best.pth", "--output", tmp_path / "ft.safetensors") == 0
+    from crossmae.models.checkpoint import read_model
+
+    again = read_model(tmp_path / "ft.safetensors")
+    assert again.classes is None and again.model.num_classes == 2
+
+
+def test_the_ema_weights_export_too(two_class_tree, tmp_path):
+    always_bright = _classifier(bias=[1e4, -1e4])
+    torch.save(classifier_checkpoint(_classifier(), CLASSES, ema=always_bright.state_dict()),
+               tmp_path / "ft.pth")  # fmt: skip
+    out = tmp_path / "ema.safetensors"
+    assert _run("export", tmp_path / "ft.pth", "--ema", "--output", out) == 0
+    assert _run("evaluate", "--checkpoint", out, "--data", two_class_tree, "--num-workers", 0) == 0
+    assert json.loads((tmp_path / "ema.eval.json").read_text())["top1"] == 50.0

@@ -4,7 +4,7 @@ A fine-tuned classifier (a `crossmae finetune` checkpoint, its timm export, or t
 authors' fine-tuned or linear-probe checkpoints) classifies DATA's val/ or test/ split
 with its own head, without training: MAE's `main_finetune.py --eval`. The classes must
 be the ones it was fine-tuned on. The result is written beside the checkpoint as
-<name>.eval.json (or into --output-dir).
+<name>.eval.json (<name>.eval-ema.json with --ema), or into --output-dir.
 """
 
 from __future__ import annotations

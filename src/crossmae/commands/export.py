@@ -18,19 +18,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(weights + config, loadable with crossmae.load_model, no pickle)",
     )  # fmt: skip
     parser.add_argument("--output", required=True, help="where to write FILE.safetensors")
+    parser.add_argument(
+        "--ema", action="store_true",
+        help="the moving average a `crossmae finetune --ema` checkpoint kept (timm format)",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
     from crossmae.errors import CrossMAEError
     from crossmae.export import export_timm, timm_create_call
     from crossmae.models.autoencoder import MaskedAutoencoder
-    from crossmae.models.checkpoint import read_model, save_safetensors
+    from crossmae.models.checkpoint import LoadedModel, read_model, save_safetensors
+    from crossmae.models.classifier import ema_classifier
 
     if Path(args.output).expanduser().resolve() == Path(args.checkpoint).expanduser().resolve():
         raise CrossMAEError(f"--output {args.output} is the checkpoint being exported")
     if Path(args.output).suffix != ".safetensors":
         raise CrossMAEError(f"--output {args.output} must end in .safetensors (what it holds)")
-    loaded = read_model(args.checkpoint)
+    if args.ema and args.format != "timm":
+        raise CrossMAEError("--ema exports a fine-tuned classifier, which needs --format timm")
+    loaded = (
+        LoadedModel(*ema_classifier(args.checkpoint)) if args.ema else read_model(args.checkpoint)
+    )
     if args.format == "safetensors":
         if not isinstance(loaded.model, MaskedAutoencoder):
             raise CrossMAEError(

@@ -20,19 +20,13 @@ from crossmae.eval.pos_embed import resample_pos_embed
 from crossmae.eval.results import result_table, results_beside
 from crossmae.eval.run import RunContext
 from crossmae.eval.settings import ClassifierEvalSettings
-from crossmae.models.classifier import (
-    CLASSIFIER_FORMAT,
-    ViTArch,
-    build_vit,
-    classifier_from_checkpoint,
-)
-from crossmae.serialization import safe_torch_load
+from crossmae.models.classifier import ViTArch, build_vit, ema_classifier
 
 
 def evaluate_classifier(s: ClassifierEvalSettings) -> dict[str, Any]:
     """Classify the evaluation images and write top-1 / top-5 beside the checkpoint as
-    <name>.eval.json (or into --output-dir)."""
-    path = results_beside(s.checkpoint, s.output_dir, "eval")
+    <name>.eval.json (<name>.eval-ema.json for the EMA weights), or into --output-dir."""
+    path = results_beside(s.checkpoint, s.output_dir, "eval-ema" if s.ema else "eval")
     with RunContext.start(s, path.parent) as ctx:
         vit, classes, description = _classifier(s)
         arch = ViTArch.from_vit(vit)
@@ -82,17 +76,15 @@ def _lowest(per_class: dict[str, float | None], count: int = 3) -> str:
 def _classifier(s: ClassifierEvalSettings) -> tuple[VisionTransformer, list[str] | None, str]:
     """The classifier, its class names if the file has them, and what it is."""
     if s.ema:
-        ckpt = safe_torch_load(s.checkpoint)
-        if not isinstance(ckpt, dict) or ckpt.get("format") != CLASSIFIER_FORMAT:
-            raise CrossMAEError(f"--ema needs a crossmae finetune checkpoint, not {s.checkpoint}")
-        vit, classes = classifier_from_checkpoint(ckpt, f"checkpoint {s.checkpoint}", "ema")
+        vit, classes = ema_classifier(s.checkpoint)
         return vit, classes, "fine-tuned ViT classifier, EMA weights (crossmae format)"
     backbone = load_backbone(s.checkpoint)
     vit = backbone.model
     if not isinstance(vit, VisionTransformer) or not vit.num_classes:
+        kind = "ViT encoder" if isinstance(vit, VisionTransformer) else "pretraining checkpoint"
         raise CrossMAEError(
-            f"{s.checkpoint} is a {backbone.description.split(',')[0]}, with no classifier "
-            "head; fine-tune it (crossmae finetune) or measure its features (knn, linprobe)"
+            f"{s.checkpoint} is a {kind}, with no classifier head; fine-tune it "
+            "(crossmae finetune) or measure its features (knn, linprobe)"
         )
     return vit, backbone.classes, backbone.description
 

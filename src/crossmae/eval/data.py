@@ -25,7 +25,13 @@ class LabeledSplits:
     train: Dataset
     eval: Dataset
     num_classes: int
-    classes: list[str]
+    classes: list[str]  # the class folders' names; "0", "1", ... for tar shards
+    named: bool = True  # False for tar shards, whose labels name no class
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """The names a classifier trained on these labels keeps (None: only their count)."""
+        return self.classes if self.named else None
 
     def skip_reports(self) -> list[str]:
         """'evaluation images: skipped 2 of 1,000 files: 2 corrupt' for each split that had
@@ -68,6 +74,7 @@ def open_labeled_splits(
         random_subset(evals, eval_images, seed, "evaluation"),
         len(classes),
         classes,
+        named=getattr(train, "classes", None) is not None,
     )
 
 

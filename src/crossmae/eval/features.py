@@ -59,7 +59,10 @@ def feature_extractor(
     report = None
     if kind == "fused":
         if backbone.autoencoder is None:
-            raise CrossMAEError("'fused' features need a pretraining checkpoint, not a classifier")
+            raise CrossMAEError(
+                "'fused' features need a pretraining checkpoint (its decoder's fusion weights), "
+                "not a ViT"
+            )
         if img_size is not None and size_pair(img_size) != backbone.arch.img_size:
             raise CrossMAEError("'fused' features work only at the pretraining image size")
         module: nn.Module = FusedFeatures(backbone.autoencoder)

@@ -192,7 +192,7 @@ def _checkpoint(
             "history": progress.history,
             "rng": capture_rng(),
         }
-    return classifier_checkpoint(vit, splits.classes, **extra)
+    return classifier_checkpoint(vit, splits.class_names, **extra)
 
 
 def _restore(

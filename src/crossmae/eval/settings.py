@@ -132,7 +132,8 @@ class ClassifierEvalSettings(EvalSettings):
     ema: bool = setting(False, "evaluate the moving average that a --ema fine-tune kept", MODEL)
     seed: int = setting(0, "seed for the --eval-images subset", RUN)
     output_dir: str | None = setting(
-        None, "where eval.json goes (default: beside the checkpoint, as <name>.eval.json)",
+        None, "where eval.json (eval-ema.json) goes (default: beside the checkpoint, as "
+        "<name>.eval.json)",
         RUN, metavar="DIR",
     )  # fmt: skip
 

@@ -39,6 +39,13 @@ def model_checkpoint(model: MaskedAutoencoder, **extra: Any) -> dict[str, Any]:
 
 
 def save_model(path: str | Path, model: MaskedAutoencoder, **extra: Any) -> None:
+    """Our .pth checkpoint; a path ending in .safetensors gets `save_safetensors` instead."""
+    if Path(path).suffix == ".safetensors":
+        if extra:
+            raise CrossMAEError(f"{path}: safetensors hold the model only; save {', '.join(extra)} "
+                                "in a .pth")  # fmt: skip
+        save_safetensors(path, model)
+        return
     atomic_torch_save(model_checkpoint(model, **extra), path)
 
 

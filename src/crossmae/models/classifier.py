@@ -9,7 +9,9 @@ metadata holds the rest); both files read back here into the same `VisionTransfo
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -18,7 +20,7 @@ from timm.models.vision_transformer import VisionTransformer
 from crossmae.data.transforms import size_pair
 from crossmae.errors import CrossMAEError
 from crossmae.models.config import AutoencoderConfig
-from crossmae.serialization import load_state_dict_strict
+from crossmae.serialization import load_state_dict_strict, safe_torch_load
 
 CLASSIFIER_FORMAT = "crossmae-classifier"
 Pool = Literal["avg", "token"]
@@ -47,6 +49,17 @@ class ViTArch:
     depth: int
     num_heads: int
     mlp_ratio: float = 4.0
+
+    def __post_init__(self) -> None:
+        """Positive whole sizes and heads that split the width: files are not trusted."""
+        sizes = (*self.img_size, self.patch_size, self.in_chans, self.embed_dim, self.depth,
+                 self.num_heads)  # fmt: skip
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sizes):
+            raise ValueError("sizes must be positive whole numbers")
+        if not isinstance(self.mlp_ratio, int | float) or not 0 < self.mlp_ratio < math.inf:
+            raise ValueError(f"mlp_ratio {self.mlp_ratio!r} is not a positive number")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"{self.num_heads} heads do not split width {self.embed_dim}")
 
     @property
     def grid_size(self) -> tuple[int, int]:
@@ -79,7 +92,8 @@ class ViTArch:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ViTArch:
-        return cls(**{**data, "img_size": size_pair(data["img_size"])})
+        height, width = data["img_size"] if isinstance(data["img_size"], list) else [0, 0]
+        return cls(**{**data, "img_size": (height, width)})
 
 
 def build_vit(
@@ -107,14 +121,16 @@ def build_vit(
 
 
 def classifier_checkpoint(
-    vit: VisionTransformer, classes: list[str], **extra: Any
+    vit: VisionTransformer, classes: list[str] | None, **extra: Any
 ) -> dict[str, Any]:
-    """Our fine-tuned classifier format: enough to rebuild the timm ViT without guessing."""
+    """Our fine-tuned classifier format: enough to rebuild the timm ViT without guessing.
+    `classes` names its outputs; None where the data named none (tar shards' labels)."""
     return {
         "format": CLASSIFIER_FORMAT,
         "arch": ViTArch.from_vit(vit).to_dict(),
         "global_pool": vit.global_pool,
-        "classes": list(classes),
+        "classes": None if classes is None else list(classes),
+        "num_classes": vit.num_classes,
         "model": vit.state_dict(),
         **extra,
     }
@@ -122,26 +138,70 @@ def classifier_checkpoint(
 
 def classifier_from_checkpoint(
     ckpt: dict[str, Any], what: str, weights: str = "model"
-) -> tuple[VisionTransformer, list[str]]:
+) -> tuple[VisionTransformer, list[str] | None]:
     """The classifier in a dict made by `classifier_checkpoint`, with its class names;
     `weights="ema"` takes the moving average a `--ema` fine-tune also kept."""
     if weights == "ema" and ckpt.get("ema") is None:
         raise CrossMAEError(f"{what} has no EMA weights (it was fine-tuned without --ema)")
     try:
         arch = ViTArch.from_dict(ckpt["arch"])
-        classes = [str(name) for name in ckpt["classes"]]
-        vit = build_vit(arch, len(classes), ckpt["global_pool"])
-        vit.load_state_dict(ckpt[weights], strict=True)
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        names = ckpt["classes"]
+        num_classes = ckpt["num_classes"] if "num_classes" in ckpt else len(names)  # older
+        classes = _class_names(names, num_classes)
+        pool, state = ckpt["global_pool"], ckpt[weights]
+    except (KeyError, TypeError, ValueError) as err:
         raise CrossMAEError(f"{what} is a damaged classifier checkpoint ({err})") from None
-    return vit, classes
+    return _built(arch, num_classes, pool, state, what), classes
+
+
+def ema_classifier(path: str | Path) -> tuple[VisionTransformer, list[str] | None]:
+    """The moving average a `crossmae finetune --ema` checkpoint kept, as a classifier."""
+    ckpt = safe_torch_load(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CLASSIFIER_FORMAT:
+        raise CrossMAEError(f"--ema needs a crossmae finetune checkpoint, not {path}")
+    return classifier_from_checkpoint(ckpt, f"checkpoint {path}", "ema")
+
+
+def _class_names(names: Any, count: Any) -> list[str] | None:
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        raise ValueError(f"a class count of {count!r}")
+    if names is None:
+        return None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError("class names that are not a list of names")
+    if len(names) != count:
+        raise ValueError(f"{count} outputs but {len(names)} class names")
+    return names
+
+
+def _built(arch: ViTArch, num_classes: int, pool: Any, state: Any, what: str) -> VisionTransformer:
+    """The ViT that `arch` describes, loaded strictly from `state`, once the sizes the file
+    states are checked against its weights: a width or depth its weights do not have would
+    otherwise build (and allocate) a model for nothing, or for hours."""
+    if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+        raise CrossMAEError(f"{what} holds no state dict of tensors")
+    height, width = arch.grid_size
+    expected = {
+        "patch_embed.proj.weight": (arch.embed_dim, arch.in_chans, arch.patch_size,
+                                    arch.patch_size),
+        "pos_embed": (1, 1 + height * width, arch.embed_dim),
+        "blocks.0.mlp.fc1.weight": (int(arch.embed_dim * arch.mlp_ratio), arch.embed_dim),
+        "head.weight": (num_classes, arch.embed_dim) if num_classes else None,
+    }  # fmt: skip
+    found = {k: tuple(state[k].shape) if k in state else None for k in expected}
+    blocks = {k.split(".")[1] for k in state if k.startswith("blocks.")}
+    if found != expected or len(blocks) != arch.depth:
+        raise CrossMAEError(f"{what} describes a ViT that its weights do not fit (damaged?)")
+    vit = build_vit(arch, num_classes, pool)
+    load_state_dict_strict(vit, state, what)
+    return vit
 
 
 def timm_spec(
     arch: ViTArch, num_classes: int = 0, global_pool: Pool = "token"
 ) -> tuple[str, dict[str, Any]]:
     """The timm model name and the `create_model` keyword arguments that differ from it
-    (beside `num_classes`, which an encoder export leaves to the caller as 0)."""
+    (`num_classes` always: 0 for an encoder)."""
     key = (arch.embed_dim, arch.depth, arch.num_heads)
     if key in _TIMM_VITS:
         name, patch = _TIMM_VITS[key]
@@ -158,8 +218,7 @@ def timm_spec(
         kwargs["in_chans"] = arch.in_chans
     if arch.mlp_ratio != 4.0:
         kwargs["mlp_ratio"] = arch.mlp_ratio
-    if num_classes:
-        kwargs["num_classes"] = num_classes
+    kwargs["num_classes"] = num_classes  # timm's default is ImageNet's 1000
     if global_pool != "token":  # timm's default
         kwargs["global_pool"] = global_pool
     return name, kwargs
@@ -178,32 +237,20 @@ def vit_from_timm_export(
         raise CrossMAEError(f"{what} is for timm's {name!r}, which crossmae does not export")
     try:
         kwargs = json.loads(metadata.get("timm_kwargs", "{}"))
-        classes = json.loads(metadata["classes"]) if "classes" in metadata else None
+        names = json.loads(metadata["classes"]) if "classes" in metadata else None
         unknown = sorted(set(kwargs) - _TIMM_KWARGS)
         if unknown:
             raise ValueError(f"unknown arguments {', '.join(map(str, unknown))}")
         (width, depth, heads), patch = _TIMM_NAMES[name]
+        img = kwargs.get("img_size", 224)
         arch = ViTArch(
-            size_pair(kwargs.get("img_size", 224)), int(kwargs.get("patch_size", patch)),
-            int(kwargs.get("in_chans", 3)), int(kwargs.get("embed_dim", width)),
-            int(kwargs.get("depth", depth)), int(kwargs.get("num_heads", heads)),
-            float(kwargs.get("mlp_ratio", 4.0)),
+            (img, img) if isinstance(img, int) else tuple(img), kwargs.get("patch_size", patch),
+            kwargs.get("in_chans", 3), kwargs.get("embed_dim", width),
+            kwargs.get("depth", depth), kwargs.get("num_heads", heads),
+            kwargs.get("mlp_ratio", 4.0),
         )  # fmt: skip
-        num_classes = int(kwargs.get("num_classes", 0))
-        if classes is not None and (not isinstance(classes, list) or len(classes) != num_classes):
-            raise ValueError(f"{num_classes} outputs but class names {classes!r:.60}")
-        pool = kwargs.get("global_pool", "token")
-        blocks = {k.split(".")[1] for k in state if k.startswith("blocks.")}
-        if arch.depth != len(blocks):  # before building: a depth of 10**6 would take hours
-            raise ValueError(f"depth {arch.depth} but {len(blocks)} blocks of weights")
-        with torch.device("meta"):  # shapes only: a huge width would not fit in memory
-            shell = build_vit(arch, num_classes, pool)
-    except (json.JSONDecodeError, TypeError, ValueError, AttributeError, AssertionError,
-            ZeroDivisionError) as err:  # fmt: skip
+        num_classes = kwargs.get("num_classes", 0)
+        classes = _class_names(names, num_classes)
+    except (json.JSONDecodeError, TypeError, ValueError, AttributeError) as err:
         raise CrossMAEError(f"{what} has damaged timm metadata ({err})") from None
-    expected = {k: tuple(v.shape) for k, v in shell.state_dict().items()}
-    if expected != {k: tuple(v.shape) for k, v in state.items()}:
-        raise CrossMAEError(f"{what} holds weights that do not fit its timm metadata")
-    vit = build_vit(arch, num_classes, pool)
-    load_state_dict_strict(vit, state, what)
-    return vit, None if classes is None else [str(c) for c in classes]
+    return _built(arch, num_classes, kwargs.get("global_pool", "token"), state, what), classes
