@@ -52,6 +52,8 @@ class ViTArch:
 
     def __post_init__(self) -> None:
         """Positive whole sizes and heads that split the width: files are not trusted."""
+        if not isinstance(self.img_size, tuple) or len(self.img_size) != 2:
+            raise ValueError(f"img_size {self.img_size!r} is not (height, width)")
         sizes = (*self.img_size, self.patch_size, self.in_chans, self.embed_dim, self.depth,
                  self.num_heads)  # fmt: skip
         if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sizes):
