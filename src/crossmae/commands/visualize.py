@@ -158,10 +158,7 @@ def masking(model: MaskedAutoencoder, noise: torch.Tensor, args: argparse.Namesp
     if not 0 < p < 1:
         raise CrossMAEError(f"--mask-ratio must be between 0 and 1, got {p}")
     gamma = p if args.decode_all and model.is_cross else None
-    try:
-        m = model.mask(noise.shape[0], noise.device, noise, p, gamma)
-    except ValueError as err:
-        raise CrossMAEError(str(err)) from None
+    m = model.mask(noise.shape[0], noise.device, noise, p, gamma)
     if m.ids_decoded.shape[1] < len(args.patch or []):
         raise CrossMAEError(
             f"{len(args.patch)} query patches but only {m.ids_decoded.shape[1]} are decoded; "

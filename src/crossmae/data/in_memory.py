@@ -124,6 +124,7 @@ class InMemoryImages:
         self,
         batch_size: int,
         generator: torch.Generator,
+        *,
         drop_last: bool = True,
         augment: bool = True,
         rank: int = 0,

@@ -57,7 +57,9 @@ def _describe_arch(arch: ViTArch) -> str:
     return f"ViT {arch.embed_dim}-d x {arch.depth} blocks, {h}x{w} px, patch {arch.patch_size}"
 
 
-def _backbone_from_module(model: nn.Module, origin: str, path: Path) -> Backbone:
+def _backbone_from_module(
+    model: nn.Module, origin: str, path: Path, classes: list[str] | None = None
+) -> Backbone:
     if isinstance(model, MaskedAutoencoder):
         arch = ViTArch.from_config(model.config)
         what = _describe_autoencoder(model.config, origin)
@@ -70,16 +72,14 @@ def _backbone_from_module(model: nn.Module, origin: str, path: Path) -> Backbone
         state = {k: v.detach() for k, v in model.state_dict().items()}
         kind = "fine-tuned ViT classifier" if model.num_classes else "ViT encoder"
         what = f"{kind} ({origin}), {_describe_arch(arch)}"
-        return Backbone(arch, state, model, what)
+        return Backbone(arch, state, model, what, classes)
     raise CrossMAEError(f"{path} holds a {type(model).__name__}, not a ViT encoder")
 
 
 def load_backbone(path: str | Path) -> Backbone:
     """Read a checkpoint of ours (pretraining, fine-tuned, exported) or of the authors'."""
     loaded = read_model(path)
-    backbone = _backbone_from_module(loaded.model, loaded.origin, Path(path))
-    backbone.classes = loaded.classes
-    return backbone
+    return _backbone_from_module(loaded.model, loaded.origin, Path(path), loaded.classes)
 
 
 @dataclass

@@ -34,7 +34,6 @@ from crossmae.eval.data import (
 )
 from crossmae.eval.features import feature_extractor
 from crossmae.eval.lars import LARS
-from crossmae.eval.linear_probe import FrozenEncoderProbe, LinearProbe
 from crossmae.eval.loop import (
     Batches,
     Schedule,
@@ -43,6 +42,7 @@ from crossmae.eval.loop import (
     optimizer_steps,
     train_one_epoch,
 )
+from crossmae.eval.probe_head import FrozenEncoderProbe, LinearProbe
 from crossmae.eval.results import result_table
 from crossmae.eval.run import RunContext, check_same_checkpoint, resume_path, spent_seconds
 from crossmae.eval.settings import LinprobeSettings

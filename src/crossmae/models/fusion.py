@@ -28,7 +28,7 @@ class FeatureFusion(nn.Module):
         project: bool = False,
     ) -> None:
         super().__init__()
-        self.weights = weights
+        self.normalisation = weights
         self.weight = nn.Parameter(torch.empty(decoder_depth, num_features))
         nn.init.xavier_uniform_(self.weight)
         self.norms = nn.ModuleList(layer_norm(dim) for _ in range(decoder_depth))
@@ -38,7 +38,7 @@ class FeatureFusion(nn.Module):
 
     def mixing_matrix(self) -> torch.Tensor:
         """(decoder_depth, k) weights actually applied to the encoder layers."""
-        return self.weight.softmax(dim=1) if self.weights == "softmax" else self.weight
+        return self.weight.softmax(dim=1) if self.normalisation == "softmax" else self.weight
 
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
         if len(features) != self.weight.shape[1]:

@@ -19,10 +19,6 @@ class MaskCounts:
     skipped: int
     decoded: int
 
-    @property
-    def masked(self) -> int:
-        return self.skipped + self.decoded
-
 
 def mask_counts(num_patches: int, mask_ratio: float, prediction_ratio: float) -> MaskCounts:
     """Counts for L patches: `int(L*(1-p))` visible, `int(L*(p-γ))` skipped, the rest decoded."""

@@ -15,6 +15,7 @@ from torch import nn
 
 from crossmae.errors import CrossMAEError
 from crossmae.models.autoencoder import MaskedAutoencoder
+from crossmae.models.classifier import ViTArch, build_vit
 from crossmae.models.config import AutoencoderConfig
 from crossmae.models.registry import VIT_SIZES
 from crossmae.serialization import check_tensor_dict, load_state_dict_strict, safe_torch_load
@@ -177,8 +178,6 @@ def load_hub_checkpoint(state_dict: dict[str, Any], config: Any, what: str) -> M
 
 def _encoder_only_model(args: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> nn.Module:
     """A fine-tuned (or encoder-only) checkpoint -> the timm ViT classifier it came from."""
-    from timm.models.vision_transformer import VisionTransformer
-
     size = _size_from_name(str(args.get("model", ""))) if "model" in args else None
     if "patch_embed.proj.weight" not in state_dict or "pos_embed" not in state_dict:
         raise CrossMAEError("the checkpoint holds neither an autoencoder nor a ViT encoder")
@@ -203,11 +202,14 @@ def _encoder_only_model(args: dict[str, Any], state_dict: dict[str, torch.Tensor
     img_size = int(args.get("input_size", round(num_tokens**0.5) * patch))
     state_dict = _fold_probe_head(state_dict)
     head = state_dict.get("head.weight")
-    model = VisionTransformer(
-        img_size=img_size, patch_size=patch, in_chans=in_chans, embed_dim=dim, depth=depth,
-        num_heads=heads, num_classes=int(head.shape[0]) if head is not None else 0,
-        global_pool="avg" if "fc_norm.weight" in state_dict else "token",
-    )  # fmt: skip
+    try:
+        arch = ViTArch((img_size, img_size), patch, in_chans, dim, depth, heads)
+    except ValueError as err:
+        raise CrossMAEError(
+            f"the encoder checkpoint's args do not fit its weights ({err})"
+        ) from None
+    pool = "avg" if "fc_norm.weight" in state_dict else "token"
+    model = build_vit(arch, int(head.shape[0]) if head is not None else 0, pool)
     load_state_dict_strict(model, state_dict, "the encoder checkpoint")
     return model
 

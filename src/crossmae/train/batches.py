@@ -59,8 +59,10 @@ class InMemorySource:
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[torch.Tensor]:
         generator = torch.Generator().manual_seed(derive_seed(self.seed, epoch))
-        batches = self.images.batches(self.batch_size, generator, True, True, self.rank,
-                                      self.world_size, start_batch)  # fmt: skip
+        batches = self.images.batches(
+            self.batch_size, generator, drop_last=True, augment=True, rank=self.rank,
+            world_size=self.world_size, start_batch=start_batch,
+        )  # fmt: skip
         for images, _ in batches:
             yield images
 

@@ -114,11 +114,12 @@ def _at_size(dataset: Dataset, height: int, width: int, samples: int = 8) -> boo
 
 
 def _bytes(count: int) -> str:
+    size = float(count)
     for unit in ("bytes", "KiB", "MiB"):
-        if count < 1024:
-            return f"{count:.0f} {unit}"
-        count /= 1024
-    return f"{count:.1f} GiB"
+        if size < 1024:
+            return f"{size:.0f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
 
 
 def _online_knn(cfg: PretrainConfig, model: AutoencoderConfig, workers: int) -> OnlineKNN:

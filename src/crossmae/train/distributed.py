@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
 from crossmae.errors import CrossMAEError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,7 @@ class StopVote:
             self._pending = None
 
 
-def broadcast_object(obj: object) -> object:
+def broadcast_object(obj: T) -> T:
     """Rank 0's `obj` on every process (e.g. a run directory named by rank 0's clock)."""
     if not (dist.is_initialized() and dist.get_world_size() > 1):
         return obj

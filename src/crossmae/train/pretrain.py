@@ -104,7 +104,7 @@ class Pretrainer:
             self.model, self.optimizer, device=self.device, precision=self.precision,
             accum_iter=cfg.accum_iter, clip_grad=cfg.clip_grad,
         )  # fmt: skip
-        self.masking = torch.Generator(self.device).manual_seed(derive_seed(cfg.seed, 2))
+        self.mask_generator = torch.Generator(self.device).manual_seed(derive_seed(cfg.seed, 2))
         self.epoch = self.step_in_epoch = self.global_step = 0
         self.figure_images: list[torch.Tensor] = []  # the first images, for the figures
         self.figure_count = 0
@@ -214,7 +214,7 @@ class Pretrainer:
         self.global_step = state["global_step"]  # steps taken: the logs' x axis
         self.nonfinite_steps = int(state.get("nonfinite_steps", 0))
         self.seconds_before = float(state.get("train_seconds", 0.0))
-        ckpt.restore_rng(state["rng"], {"masking": self.masking})
+        ckpt.restore_rng(state["rng"], {"masking": self.mask_generator})
 
     def _planned_steps(self) -> int:
         """Steps taken plus steps left (a resume may have changed the steps per epoch)."""
@@ -249,6 +249,8 @@ class Pretrainer:
                 self._count(result)
                 self.global_step += 1
                 self.step_in_epoch += 1
+                if self._log_due():
+                    self._log_progress()
                 if self._stop_requested(stop):
                     return self._stop_on_signal(stop)
                 if cfg.save_every_steps and self.global_step % cfg.save_every_steps == 0:
@@ -265,25 +267,26 @@ class Pretrainer:
                 break
         return 0
 
-    def _stop_requested(self, stop: GracefulStop) -> bool:
-        """Log when due; True when a signal asks to stop (under torchrun: any rank, agreed
-        by all one step later, see `StopVote`)."""
-        log_due = (
+    def _log_due(self) -> bool:
+        return (
             self.global_step % self.cfg.log_every == 0
             or self.step_in_epoch == self.steps_per_epoch
             or self.global_step == 1  # the loss curve starts at the initial loss
         )
-        if log_due:
-            self._log_progress()
+
+    def _stop_requested(self, stop: GracefulStop) -> bool:
+        """True when a signal asks to stop (under torchrun: any rank, agreed by all one step
+        later, see `StopVote`)."""
         if self.stop_vote is None:
             return stop.requested is not None
         return self.stop_vote(stop.requested is not None)
 
     def _loss(self, images: torch.Tensor) -> torch.Tensor:
+        """One micro-batch's loss; the run's first images are kept for its figures."""
         if self.figure_count < RECONSTRUCTION_IMAGES:
             self.figure_images.append(images[:RECONSTRUCTION_IMAGES].detach().clone())
             self.figure_count += self.figure_images[-1].shape[0]
-        noise = masking_noise(self.masking, images.shape[0], self.dist.rank,
+        noise = masking_noise(self.mask_generator, images.shape[0], self.dist.rank,
                               self.dist.world_size, self.model_cfg.num_patches)  # fmt: skip
         return self.model(images, noise=noise).loss
 
@@ -446,7 +449,7 @@ class Pretrainer:
                 path, self.module, optimizer_state,
                 epoch=self.epoch, step_in_epoch=self.step_in_epoch, global_step=self.global_step,
                 config=self.cfg.to_dict(), scaler_state=scaler.state_dict() if scaler else None,
-                generators={"masking": self.masking}, model_state=model_state,
+                generators={"masking": self.mask_generator}, model_state=model_state,
                 effective_batch=self.effective_batch, nonfinite_steps=self.nonfinite_steps,
                 data_readers=getattr(self.source, "readers", None),
                 train_seconds=self._seconds(),
@@ -513,7 +516,7 @@ class Pretrainer:
         out = self.output_dir
         files = [
             ("checkpoint", out / ckpt.LATEST),
-            ("log", out / "log.jsonl"),
+            ("log", self.logger.path),
             ("loss curve", out / LOSS_PNG),
             ("reconstructions", out / RECON_PNG),
             ("config", out / CONFIG_YAML),

@@ -15,7 +15,8 @@ def lr_at(
     total_steps: float,
     min_lr: float = 0.0,
 ) -> float:
-    """The learning rate at optimizer step `step` (fractional steps allowed).
+    """The learning rate at optimizer step `step` (fractional steps allowed; any unit will
+    do, as long as the three agree: pretraining counts in fractional epochs, as MAE does).
 
     Linear warmup from 0 to `base_lr` over `warmup_steps`, then a half cosine down to
     `min_lr` at `total_steps`, held there afterwards. Set per iteration, not per epoch.

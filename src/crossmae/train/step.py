@@ -1,7 +1,8 @@
-"""One optimizer update: accumulate micro-batches, clip, skip non-finite updates, no host sync.
+"""One pretraining update: accumulate micro-batches, clip, skip non-finite updates, no sync.
 
-Generic over the loss (pretraining, fine-tuning, probing): the caller gives the micro-batch
-inputs and a function from an input to a scalar loss.
+Generic over the loss (the caller gives the micro-batch inputs and a function from an
+input to a scalar loss); `profiling.measure_step` times the same work. Fine-tuning and the
+probe have their own loop (`eval/loop.py`), which also applies mixup and an EMA.
 """
 
 from __future__ import annotations

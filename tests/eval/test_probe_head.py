@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from crossmae.eval.linear_probe import CumulativeBatchNorm, FrozenEncoderProbe, LinearProbe
+from crossmae.eval.probe_head import CumulativeBatchNorm, FrozenEncoderProbe, LinearProbe
 
 
 def test_head_is_batchnorm_without_affine_then_a_small_linear_layer():
