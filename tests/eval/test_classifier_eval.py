@@ -177,3 +177,21 @@ def test_the_ema_weights_export_too(two_class_tree, tmp_path):
     assert _run("export", tmp_path / "ft.pth", "--ema", "--output", out) == 0
     assert _run("evaluate", "--checkpoint", out, "--data", two_class_tree, "--num-workers", 0) == 0
     assert json.loads((tmp_path / "ema.eval.json").read_text())["top1"] == 50.0
+
+
+def test_a_shard_label_beyond_the_classifiers_outputs_names_the_head(tmp_path, capsys):
+    import io
+    import tarfile
+
+    png = io.BytesIO()
+    Image.fromarray(np.full((32, 32, 3), 90, dtype=np.uint8)).save(png, "PNG")
+    with tarfile.open(tmp_path / "val.tar", "w") as tar:
+        for name, payload in (("0.png", png.getvalue()), ("0.cls", b"5")):
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    torch.save(classifier_checkpoint(_classifier(), CLASSES), tmp_path / "ft.pth")
+    assert _run("evaluate", "--checkpoint", tmp_path / "ft.pth", "--data", tmp_path / "val.tar",
+                "--num-workers", 0) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "a label is 5 but there are only 2 classes; as many as the classifier's outputs" in err

@@ -42,8 +42,8 @@ def evaluate_classifier(s: ClassifierEvalSettings) -> dict[str, Any]:
         evals = random_subset(evals, s.eval_images, s.seed, "evaluation")
         loader = make_loader(evals, s.batch_size, ctx.dist, train=False, num_workers=s.num_workers)
         began = time.time()
-        metrics = evaluate(vit.to(ctx.device), CheckedLabels(loader, vit.num_classes),
-                           ctx.device, ctx.autocast, classes=names)  # fmt: skip
+        labels = CheckedLabels(loader, vit.num_classes, "as many as the classifier's outputs")
+        metrics = evaluate(vit.to(ctx.device), labels, ctx.device, ctx.autocast, classes=names)
         report = getattr(evals, "report", None)
         skipped = report() if report is not None else None
         results = {

@@ -142,10 +142,13 @@ def set_epoch(loader: DataLoader, epoch: int) -> None:
 
 
 def checked_labels(
-    batches: Iterator[tuple[torch.Tensor, torch.Tensor]], num_classes: int
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    num_classes: int,
+    counted_by: str = "check --num-classes",
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Pass batches through, raising a clear error on unlabeled (-1) or out-of-range labels;
-    None (an evaluation batch whose every image was bad) is dropped."""
+    """Pass batches through, raising a clear error on unlabeled (-1) or out-of-range labels
+    (`counted_by` says where the class count came from); None (an evaluation batch whose
+    every image was bad) is dropped."""
     for batch in batches:
         if batch is None:
             continue
@@ -155,7 +158,7 @@ def checked_labels(
         if labels.max() >= num_classes:
             raise CrossMAEError(
                 f"a label is {int(labels.max())} but there are only {num_classes} classes; "
-                "check --num-classes"
+                f"{counted_by}"
             )
         yield imgs, labels
 
@@ -166,9 +169,10 @@ class CheckedLabels:
 
     loader: Iterable[tuple[torch.Tensor, torch.Tensor]]
     num_classes: int
+    counted_by: str = "check --num-classes"
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return checked_labels(iter(self.loader), self.num_classes)
+        return checked_labels(iter(self.loader), self.num_classes, self.counted_by)
 
 
 @dataclass
