@@ -7,7 +7,8 @@ travels with the working tree):
 
     python scripts/pack_jpeg_folder.py pack ../shared/data/cifar-10-images-jpeg local/cifar10.npz
 
-then on the device, carrying `local`, with a device timeout a little above --budget:
+then on the device, carrying `local/cifar10.npz` (the pack alone: whatever else sits in
+local/ would count against the 64 MiB too), with a device timeout a little above --budget:
 
     python benchmarks/gpu_session.py --pack local/cifar10.npz --out $OUT
 
@@ -20,8 +21,12 @@ and runs its phases one after another, each a child process with its own log in 
 - speed: benchmarks/throughput.py (ViT-B/16 by default, batch 256, bf16, MAE and CrossMAE
   γ = 0.25 / 0.75, eager and compiled; the JPEG pipeline per core) -> throughput.json;
 - representation: benchmarks/representation.py on all of CIFAR-10 (compiled, images held
-  on the GPU), methods in order -> representation/ (tables, figure, each method's result,
-  pretraining log and recipe; not the checkpoints).
+  on the GPU), every method's pretraining first, then their evaluations ->
+  representation.tar.gz (tables, figure, each method's result, pretraining log and recipe;
+  not the checkpoints).
+
+What comes back from the device is at most 8 files, none deeper than two folders, so --out
+holds 7: session.json, throughput.json, the four phase logs and representation.tar.gz.
 
 A phase still running at its deadline is stopped (SIGTERM, then SIGKILL); both benchmarks
 write as they go, so what it measured comes back, and the pretraining logs say how long an
@@ -39,6 +44,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -50,8 +56,9 @@ sys.path.insert(0, str(SRC))  # the working tree, installed or not
 
 from crossmae.eval.results import write_results  # noqa: E402
 
-# What comes back from the representation phase: small files only (a ViT-Tiny training
-# checkpoint is about 100 MB).
+# What comes back from the representation phase, packed in one archive (the device returns
+# 8 files at most): small files only (a ViT-Tiny training checkpoint is about 100 MB).
+REPRESENTATION_ARCHIVE = "representation.tar.gz"
 REPRESENTATION_FILES = (
     "representation.json", "representation.md", "representation.png", "*/result.json",
     "*/pretrain.json", "*/pretrain.yaml", "*/pretrain/log.jsonl",
@@ -128,22 +135,22 @@ def plan(args: argparse.Namespace, data: Path) -> list[tuple[str, list[str], flo
         representation += ["--smoke"]
     else:
         representation += ["--device", "cuda", "--epochs", str(args.epochs),
-                           "--curve-points", str(args.curve_points)]  # fmt: skip
+                           "--curve-points", str(args.curve_points),
+                           "--finetune-epochs", str(args.finetune_epochs)]  # fmt: skip
     return [("check", check, 120.0), ("data", unpack, 120.0), ("speed", speed, args.speed_seconds),
             ("representation", representation, float("inf"))]  # fmt: skip
 
 
-def copy_representation(work: Path, out: Path) -> list[str]:
-    """The representation phase's small files into OUT/representation, same layout."""
+def pack_representation(work: Path, out: Path) -> list[str]:
+    """The representation phase's small files, as OUT/representation.tar.gz (their paths
+    under representation/ kept); returns those paths."""
     source = work / "representation"
-    copied = []
-    for pattern in REPRESENTATION_FILES:
-        for path in sorted(source.glob(pattern)):
-            target = out / "representation" / path.relative_to(source)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, target)
-            copied.append(str(target.relative_to(out)))
-    return copied
+    packed = sorted({p for pattern in REPRESENTATION_FILES for p in source.glob(pattern)})
+    names = [str(Path("representation") / p.relative_to(source)) for p in packed]
+    with tarfile.open(out / REPRESENTATION_ARCHIVE, "w:gz") as archive:
+        for path, name in zip(packed, names, strict=True):
+            archive.add(path, arcname=name)
+    return names
 
 
 def environment(smoke: bool) -> dict[str, Any]:
@@ -165,9 +172,12 @@ def environment(smoke: bool) -> dict[str, Any]:
         query = "name,memory.total,driver_version,clocks.max.sm,power.limit"
         smi = shutil.which("nvidia-smi")
         if smi:
-            done = subprocess.run([smi, f"--query-gpu={query}", "--format=csv"],
-                                  capture_output=True, text=True)  # fmt: skip
-            info["nvidia_smi"] = done.stdout.strip()
+            try:
+                done = subprocess.run([smi, f"--query-gpu={query}", "--format=csv"],
+                                      capture_output=True, text=True, timeout=20)  # fmt: skip
+                info["nvidia_smi"] = done.stdout.strip()
+            except subprocess.TimeoutExpired:
+                info["nvidia_smi"] = "no answer in 20 s"
     return info
 
 
@@ -185,11 +195,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sizes", nargs="+", default=["base"], help="throughput.py --sizes")
     parser.add_argument("--peak-tflops", type=float, default=989.0,
                         help="dense bf16 peak (989 for H100 SXM and H200)")  # fmt: skip
-    parser.add_argument("--methods", nargs="+",
-                        default=["mae", "crossmae-0.25", "crossmae-0.25-2x-mae-lr"],
-                        help="representation.py --methods, run in this order")  # fmt: skip
-    parser.add_argument("--epochs", type=int, default=50, help="representation pretraining epochs")
-    parser.add_argument("--curve-points", type=int, default=2)
+    parser.add_argument("--methods", nargs="+", default=["mae", "crossmae-0.25"],
+                        help="representation.py --methods, pretrained in this order")  # fmt: skip
+    parser.add_argument("--epochs", type=int, default=20, help="representation pretraining epochs")
+    parser.add_argument("--curve-points", type=int, default=1)
+    parser.add_argument("--finetune-epochs", type=int, default=5,
+                        help="the short fine-tune's epochs (augmented on CPUs: slow)")  # fmt: skip
     parser.add_argument("--phases", nargs="+", choices=["speed", "representation"],
                         default=["speed", "representation"])  # fmt: skip
     parser.add_argument("--smoke", action="store_true", help="rehearse on a CPU (the test)")
@@ -228,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             result = run_phase(name, command, min(cap, left), args.out)
         session["phases"].append(asdict(result))
         if name == "representation":
-            session["copied"] = copy_representation(args.work, args.out)
+            session["packed"] = pack_representation(args.work, args.out)
         write_results(summary, session)
         print(f"{name}: {result.status} in {result.seconds:.0f} s", flush=True)
         if name in ESSENTIAL and result.status != "finished":

@@ -203,20 +203,30 @@ def evaluate(
     return result
 
 
+def method_folder(args: argparse.Namespace, key: str, seed: int) -> Path:
+    return Path(args.output_dir) / f"{key}-seed{seed}"
+
+
+def ensure_pretrained(method: Method, args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    """The method's pretraining numbers, pretraining it first unless that was done."""
+    out = method_folder(args, method.key, seed)
+    if (out / PRETRAINED).exists():  # done before (an evaluation cut short, or a later pass)
+        return json.loads((out / PRETRAINED).read_text())
+    pretrained = pretrain_method(method, args, seed, out)
+    write_results(out / PRETRAINED, pretrained)
+    return pretrained
+
+
 def run_method(method: Method, args: argparse.Namespace, seed: int) -> dict[str, Any]:
-    """Pretrain, evaluate every kept checkpoint (kNN, probe) and the last one fully."""
-    out = Path(args.output_dir) / f"{method.key}-seed{seed}"
+    """Pretrain (unless done), evaluate every kept checkpoint (kNN, probe) and the last one
+    fully."""
+    out = method_folder(args, method.key, seed)
     if (out / RESULT).exists():
         print(f"{method.label}, seed {seed}: already in {out / RESULT}, kept", flush=True)
         return json.loads((out / RESULT).read_text())
     result: dict[str, Any] = {"method": method.label, "key": method.key, "seed": seed}
-    if (out / PRETRAINED).exists():  # an evaluation cut short: its pretraining stands
-        print(f"{method.label}, seed {seed}: pretrained in {out}, evaluating", flush=True)
-        result |= json.loads((out / PRETRAINED).read_text())
-    else:
-        pretrained = pretrain_method(method, args, seed, out)
-        write_results(out / PRETRAINED, pretrained)
-        result |= pretrained
+    result |= ensure_pretrained(method, args, seed)
+    print(f"{method.label}, seed {seed}: pretrained in {out}, evaluating", flush=True)
     curve = []
     kept = result.pop("kept_epochs")
     for point in kept:
@@ -287,7 +297,8 @@ def seed_mean_markdown(results: list[dict[str, Any]]) -> str:
     a seed draws the initialisation, the data order and the image subsets."""
     by_method: dict[str, list[dict[str, Any]]] = {}
     for r in results:
-        by_method.setdefault(r["method"], []).append(r)
+        if "finetune_top1" in r:  # evaluated
+            by_method.setdefault(r["method"], []).append(r)
     if all(len(runs) < 2 for runs in by_method.values()):
         return ""
     keys = ("knn_top1", "linprobe_top1", "finetune_top1", "pretrain_seconds")
@@ -303,8 +314,18 @@ def seed_mean_markdown(results: list[dict[str, Any]]) -> str:
 
 
 def collect(output_dir: Path) -> list[dict[str, Any]]:
-    """Every finished method's result in the folder, in METHODS order, then by seed."""
-    results = [json.loads(p.read_text()) for p in output_dir.glob(f"*/{RESULT}")]
+    """Every method's result in the folder, in METHODS order, then by seed; one pretrained
+    but not yet evaluated brings its pretraining numbers alone (accuracies left out)."""
+    results = []
+    for folder in output_dir.glob("*-seed*"):
+        key, seed = folder.name.rsplit("-seed", 1)
+        if (folder / RESULT).exists():
+            results.append(json.loads((folder / RESULT).read_text()))
+        elif (folder / PRETRAINED).exists() and key in METHODS:
+            pretrained = json.loads((folder / PRETRAINED).read_text())
+            pretrained.pop("kept_epochs", None)
+            results.append({"method": METHODS[key].label, "key": key, "seed": int(seed),
+                            **pretrained, "curve": []})  # fmt: skip
     order = list(METHODS)
     return sorted(results, key=lambda r: (order.index(r["key"]), r["seed"]))
 
@@ -376,14 +397,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    output_dir = Path(args.output_dir)
+    runs = [(METHODS[key], seed) for seed in args.seeds for key in args.methods]
     try:
-        for seed in args.seeds:
-            for key in args.methods:
-                run_method(METHODS[key], args, seed)
+        # Every pretraining first: a run cut short still compares the methods' time, speed
+        # and memory; then the evaluations, the report rewritten after each step.
+        for method, seed in runs:
+            ensure_pretrained(method, args, seed)
+            write_report(args, argv)
+        for method, seed in runs:
+            run_method(method, args, seed)
+            write_report(args, argv)
     except CrossMAEError as err:
         print(f"representation benchmark: error: {err}", file=sys.stderr)
         return 2
+    print(write_report(args, argv))
+    return 0
+
+
+def write_report(args: argparse.Namespace, argv: list[str]) -> str:
+    """representation.json / .md / .png from every result in --output-dir so far."""
+    output_dir = Path(args.output_dir)
     results = collect(output_dir)
     report = {**environment(args, argv), "epochs": args.epochs, "results": results}
     write_results(output_dir / "representation.json", report)
@@ -394,8 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(table + "\n", output_dir / "representation.md")
     title = f"CIFAR-10, {args.epochs} pretraining epochs: accuracy against pretraining time"
     save_png(curve_figure(results, title), output_dir / FIGURE)
-    print(table)
-    return 0
+    return table
 
 
 if __name__ == "__main__":

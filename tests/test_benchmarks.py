@@ -91,6 +91,7 @@ def test_throughput_refuses_a_wrong_data_path_before_measuring(tmp_path):
     [
         (["--batch-size", "0"], "--batch-size must be at least 1"),
         (["--steps", "0"], "--steps must be at least 1"),
+        (["--warmup", "0"], "--warmup must be at least 1"),  # the compile would be timed
         (["--sizes", "giant"], "argument --sizes: invalid choice: 'giant'"),
     ],
 )
@@ -123,6 +124,59 @@ def test_throughput_rows_relative_to_mae_and_rows_that_failed():
     assert "| 1500 | 1.50× |" in lines[3] and lines[3].endswith("| 22.00 | 0.55× |")
     assert "| out of GPU memory at batch 256; try a smaller batch size |" in lines[4]
     assert "| 1700 | — |" in lines[5]
+
+
+def test_throughput_measures_every_eager_row_before_any_compiled_one_and_data_first(
+    tmp_path, monkeypatch
+):
+    """Compiling takes a minute or more a row: a cut sweep keeps every eager row, and the
+    seconds-long JPEG row is saved before any model row."""
+    throughput = import_benchmark("throughput")
+    order = []
+
+    def measure(config, *args, compile, **kwargs):
+        assert json.loads((tmp_path / "t.json").read_text())["data_pipeline"]["images"] == 3
+        order.append((config.embed_dim, compile))
+        raise CrossMAEError("out of GPU memory")  # the row records it, the sweep goes on
+
+    monkeypatch.setattr(throughput, "measure_step", measure)
+    monkeypatch.setattr(throughput.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(throughput.torch.cuda, "get_device_name", lambda: "a test GPU")
+    throughput.main(["--device", "cuda", "--sizes", "small", "base", "--data",
+                     str(jpeg_folder(tmp_path, 3)), "--data-images", "3",
+                     "--json", str(tmp_path / "t.json")])  # fmt: skip
+    assert order == [(384, False)] * 3 + [(768, False)] * 3 + [(384, True)] * 3 + [(768, True)] * 3
+
+
+def test_representation_pretrains_every_method_before_evaluating_any(tmp_path, monkeypatch):
+    """A phase cut during the evaluations still compares the methods' pretraining; the
+    report, rewritten after each step, lists a pretrained method without its accuracies."""
+    representation = import_benchmark("representation")
+    calls = []
+
+    def pretrain(method, args, seed, out):
+        calls.append(("pretrain", method.key))
+        out.mkdir(parents=True, exist_ok=True)
+        return {"pretrain_seconds": 60.0, "images_per_s": 900.0, "peak_memory_gib": 1.0,
+                "kept_epochs": [{"epoch": 1, "seconds": 60.0}]}  # fmt: skip
+
+    def evaluate(checkpoint, args, seed, out, *, full):
+        calls.append(("evaluate", out.parent.name))
+        if out.parent.name.startswith("crossmae"):
+            report = (tmp_path / "rep" / "representation.md").read_text()
+            assert "| MAE | 0 | 10.00 |" in report  # MAE's accuracies, already written
+            assert "| CrossMAE γ=0.25 | 0 | — | — | — | 1.0 | 900 |" in report
+            raise CrossMAEError("cut")
+        return {"knn_top1": 10.0, "linprobe_top1": 20.0, "finetune_top1": 30.0}
+
+    monkeypatch.setattr(representation, "pretrain_method", pretrain)
+    monkeypatch.setattr(representation, "evaluate", evaluate)
+    code = representation.main(["--methods", "mae", "crossmae-0.25", "--epochs", "1",
+                                "--curve-points", "1", "--device", "cpu",
+                                "--output-dir", str(tmp_path / "rep")])  # fmt: skip
+    assert code == 2
+    assert calls == [("pretrain", "mae"), ("pretrain", "crossmae-0.25"),
+                     ("evaluate", "mae-seed0"), ("evaluate", "crossmae-0.25-seed0")]  # fmt: skip
 
 
 @pytest.mark.slow
