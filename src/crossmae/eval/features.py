@@ -75,7 +75,7 @@ def feature_extractor(
 
 @torch.no_grad()
 def extract_features(
-    model: nn.Module,
+    model: Callable[[torch.Tensor], torch.Tensor],
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     device: torch.device,
     autocast: Callable[[], AbstractContextManager] = nullcontext,

@@ -94,8 +94,8 @@ class ViTArch:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ViTArch:
-        height, width = data["img_size"] if isinstance(data["img_size"], list) else [0, 0]
-        return cls(**{**data, "img_size": (height, width)})
+        img = data["img_size"]  # a list in the file; anything else __post_init__ refuses
+        return cls(**{**data, "img_size": tuple(img) if isinstance(img, list) else img})
 
 
 def build_vit(

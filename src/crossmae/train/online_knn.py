@@ -56,14 +56,15 @@ class OnlineKNN:
         device: torch.device,
         autocast: Callable[[], AbstractContextManager] = nullcontext,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        feats, labels = [], []
+        from crossmae.eval.features import extract_features
+
+        def patch_mean(images: torch.Tensor) -> torch.Tensor:
+            return model.forward_features(images)[:, 1:].float().mean(dim=1)
+
         loader = DataLoader(dataset, **self.loader_options, pin_memory=device.type == "cuda")
-        for images, target in loader:
-            with autocast():  # the training step's precision: bf16 on a GPU
-                tokens = model.forward_features(images.to(device, non_blocking=True))
-            feats.append(tokens[:, 1:].float().mean(dim=1))
-            labels.append(target.to(device, non_blocking=True))
-        return torch.cat(feats), torch.cat(labels)
+        # in the training step's precision (bf16 on a GPU), then onto the device for the vote
+        feats, labels = extract_features(patch_mean, loader, device, autocast)
+        return feats.to(device), labels.to(device)
 
     def accuracy(
         self,
