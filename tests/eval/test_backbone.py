@@ -95,7 +95,7 @@ def test_authors_finetuned_checkpoint(tmp_path):
         tmp_path / "authors_ft.pth",
     )
     backbone = load_backbone(tmp_path / "authors_ft.pth")
-    assert backbone.description.startswith("fine-tuned ViT classifier (authors' format)")
+    assert backbone.description.startswith("ViT classifier (authors' format)")
     features = build_vit(backbone.arch, num_classes=0, global_pool="avg").eval()
     report = load_encoder(features, backbone)
     assert report.fresh == []  # its trained fc_norm is used
@@ -105,8 +105,11 @@ def test_authors_finetuned_checkpoint(tmp_path):
 
 def test_wrong_checkpoints_raise_one_sentence(tmp_path):
     torch.save({"format": "crossmae-linprobe", "head": {}}, tmp_path / "probe.pth")
-    with pytest.raises(CrossMAEError, match="not a model to load or evaluate"):
+    with pytest.raises(CrossMAEError, match=r"training state.* the classifier\.pth it wrote"):
         load_backbone(tmp_path / "probe.pth")
+    torch.save({"format": "crossmae-later", "model": {}}, tmp_path / "later.pth")
+    with pytest.raises(CrossMAEError, match="'crossmae-later' checkpoint, not a model to load"):
+        load_backbone(tmp_path / "later.pth")
     torch.save({"model": {"weight": torch.randn(2)}}, tmp_path / "other.pth")
     with pytest.raises(CrossMAEError, match="neither an autoencoder nor a ViT"):
         load_backbone(tmp_path / "other.pth")

@@ -79,7 +79,7 @@ def test_a_timm_export_and_a_new_size_evaluate_too(two_class_tree, tmp_path):
         json.loads((tmp_path / name).read_text())
         for name in ("ft.eval.json", "clf.eval.json", "at48/eval.json")
     )
-    assert exported["classifier"].startswith("fine-tuned ViT classifier (timm export)")
+    assert exported["classifier"].startswith("ViT classifier (timm export)")
     assert pth["top1"] == exported["top1"] and pth["loss"] == pytest.approx(exported["loss"])
     assert at48["image_size"] == "48x48" and at48["eval_images"] == 20
 

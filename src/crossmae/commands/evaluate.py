@@ -1,10 +1,11 @@
 """`crossmae evaluate --checkpoint CKPT --data PATH`: a classifier's top-1 / top-5.
 
-A fine-tuned classifier (a `crossmae finetune` checkpoint, its timm export, or the
-authors' fine-tuned or linear-probe checkpoints) classifies DATA's val/ or test/ split
-with its own head, without training: MAE's `main_finetune.py --eval`. The classes must
-be the ones it was fine-tuned on. The result is written beside the checkpoint as
-<name>.eval.json (<name>.eval-ema.json with --ema), or into --output-dir.
+A classifier (a `crossmae finetune` checkpoint, a `crossmae linprobe` run's
+classifier.pth, their timm exports, or the authors' fine-tuned or linear-probe
+checkpoints) classifies DATA's val/ or test/ split with its own head, without training:
+MAE's `main_finetune.py --eval`. The classes must be the ones it was trained on. The
+result is written beside the checkpoint as <name>.eval.json (<name>.eval-ema.json with
+--ema), or into --output-dir.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """`crossmae export CHECKPOINT --format timm --output FILE.safetensors`: a pretraining
-checkpoint's encoder, or a fine-tuned classifier with its head, for timm."""
+checkpoint's encoder, or a classifier (fine-tuned, or a linear probe's classifier.pth)
+with its head, for timm."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format", choices=["timm", "safetensors"], default="timm",
         help="timm: for timm's VisionTransformer (a pretraining checkpoint's encoder, or a "
-        "fine-tuned classifier with its head); safetensors: the whole autoencoder "
+        "classifier with its head); safetensors: the whole autoencoder "
         "(weights + config, loadable with crossmae.load_model, no pickle)",
     )  # fmt: skip
     parser.add_argument("--output", required=True, help="where to write FILE.safetensors")

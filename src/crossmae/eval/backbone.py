@@ -70,7 +70,7 @@ def _backbone_from_module(
     if isinstance(model, VisionTransformer):
         arch = ViTArch.from_vit(model)
         state = {k: v.detach() for k, v in model.state_dict().items()}
-        kind = "fine-tuned ViT classifier" if model.num_classes else "ViT encoder"
+        kind = "ViT classifier" if model.num_classes else "ViT encoder"
         what = f"{kind} ({origin}), {_describe_arch(arch)}"
         return Backbone(arch, state, model, what, classes)
     raise CrossMAEError(f"{path} holds a {type(model).__name__}, not a ViT encoder")

@@ -24,12 +24,9 @@ class CachedFeatures:
 
     train: tuple[torch.Tensor, torch.Tensor]
     eval: tuple[torch.Tensor, torch.Tensor]
-    classes: list[str]
+    num_classes: int
+    classes: list[str] | None  # the class folders' names (None: tar shards name none)
     report: LoadReport | None
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
 
     @property
     def num_features(self) -> int:
@@ -59,7 +56,7 @@ def cache_features(
         out.append(_gather(*extract_features(extractor, batches, ctx.device, ctx.autocast)))
     for line in splits.skip_reports():
         ctx.say(line)
-    return CachedFeatures(out[0], out[1], splits.classes, report)
+    return CachedFeatures(out[0], out[1], splits.num_classes, splits.class_names, report)
 
 
 def _progress(loader: torch.utils.data.DataLoader, what: str, ctx: RunContext) -> Iterator:

@@ -4,6 +4,10 @@ The full protocol augments every epoch (RandomResizedCrop + flip) and runs the f
 encoder each step; `cached` extracts features once, without augmentation, and trains the
 head on them: the same head and optimiser at a fraction of the cost, for small data sets
 and quick comparisons.
+
+The run ends with classifier.pth: the encoder and the head, its BatchNorm folded into the
+linear layer, as one timm ViT that `crossmae evaluate`, `crossmae export` and
+`load_model` read like a fine-tuned one (not for `fused` features, which a ViT lacks).
 """
 
 from __future__ import annotations
@@ -46,13 +50,14 @@ from crossmae.eval.probe_head import FrozenEncoderProbe, LinearProbe
 from crossmae.eval.results import result_table
 from crossmae.eval.run import RunContext, check_same_checkpoint, resume_path, spent_seconds
 from crossmae.eval.settings import LinprobeSettings
-from crossmae.serialization import safe_torch_load
+from crossmae.models.classifier import build_vit, classifier_checkpoint, fold_probe_head
+from crossmae.serialization import load_state_dict_strict, safe_torch_load
 from crossmae.train.checkpointing import capture_rng
 from crossmae.train.optim import param_groups
 from crossmae.train.schedule import check_min_lr, scaled_lr
 
 PROBE_FORMAT = "crossmae-linprobe"
-LAST, RESULTS = "checkpoint-last.pth", "results.json"
+LAST, RESULTS, CLASSIFIER = "checkpoint-last.pth", "results.json", "classifier.pth"
 
 
 @dataclass
@@ -96,7 +101,8 @@ class Probe:
     model: nn.Module  # the head (cached) or frozen encoder + head
     train: FeatureBatches | EpochBatches
     test: Batches
-    classes: list[str]
+    num_classes: int
+    classes: list[str] | None  # the class folders' names (None: tar shards name none)
     train_images: int | None  # None for tar shards, whose length is unknown
     notes: list[str]
     splits: LabeledSplits | None = None  # read during training (cached: read up front)
@@ -151,6 +157,7 @@ def _linprobe(s: LinprobeSettings, ctx: RunContext, found: Path | None) -> dict[
         metrics = evaluate(probe.model, probe.test, ctx.device, autocast, over_ranks=not s.cached)
     for line in probe.splits.skip_reports() if probe.splits else []:
         ctx.say(line)
+    classifier = _save_classifier(probe, backbone, s, ctx)
 
     results = {
         "command": "linprobe",
@@ -158,7 +165,7 @@ def _linprobe(s: LinprobeSettings, ctx: RunContext, found: Path | None) -> dict[
         "encoder": backbone.description,
         "features": s.features,
         "mode": "cached features" if s.cached else "frozen encoder, augmented",
-        "classes": len(probe.classes),
+        "classes": probe.num_classes,
         "train_images": probe.train_images,
         "eval_images": metrics["images"],
         "epochs": s.epochs,
@@ -168,6 +175,7 @@ def _linprobe(s: LinprobeSettings, ctx: RunContext, found: Path | None) -> dict[
         "top5": metrics["top5"],
         "best_top1": best,
         "train_seconds": round(time.time() - began, 1),
+        "classifier": classifier,
         "history": history,
     }
     ctx.finish(result_table(f"linear probe {Path(s.checkpoint).name}", results), results, RESULTS)
@@ -183,7 +191,8 @@ def _cached_probe(s: LinprobeSettings, backbone: Backbone, ctx: RunContext) -> P
     notes += cached.report.lines() if cached.report else []
     return Probe(
         head, head, FeatureBatches(train_x, train_y, s.batch_size, s.seed),
-        FeatureBatches(test_x, test_y, s.batch_size), cached.classes, len(train_y), notes,
+        FeatureBatches(test_x, test_y, s.batch_size), cached.num_classes, cached.classes,
+        len(train_y), notes,
     )  # fmt: skip
 
 
@@ -201,7 +210,26 @@ def _full_probe(s: LinprobeSettings, backbone: Backbone, ctx: RunContext) -> Pro
     train, test = protocol_batches(splits, s, ctx.dist)
     notes = report.lines() if report else []
     size = None if isinstance(splits.train, IterableDataset) else len(splits.train)
-    return Probe(head, model, train, test, splits.classes, size, notes, splits)
+    return Probe(head, model, train, test, splits.num_classes, splits.class_names, size, notes,
+                 splits)  # fmt: skip
+
+
+def _save_classifier(probe: Probe, backbone: Backbone, s: LinprobeSettings,
+                     ctx: RunContext) -> str | None:  # fmt: skip
+    """Write the probe as one timm classifier (CLASSIFIER beside LAST); its path, or None
+    for `fused` features, which come from the decoder's fusion and fit no ViT."""
+    if s.features == "fused":
+        ctx.say("no classifier file: 'fused' features come from the decoder, not a ViT")
+        return None
+    extractor, _ = feature_extractor(backbone, s.features, s.image_size())
+    head = {f"head.{k}": v.cpu() for k, v in probe.head.state_dict().items()}
+    vit = build_vit(backbone.arch, probe.num_classes, s.features, s.image_size())
+    load_state_dict_strict(vit, fold_probe_head(extractor.state_dict() | head), "the probe")
+    probe_of = {"checkpoint": str(s.checkpoint), "features": s.features, "epochs": s.epochs}
+    ctx.save(classifier_checkpoint(vit, probe.classes, linear_probe=probe_of), CLASSIFIER)
+    path = ctx.output_dir / CLASSIFIER
+    ctx.say(f"classifier: {path} (crossmae evaluate, crossmae export, load_model)")
+    return str(path)
 
 
 def _checkpoint(

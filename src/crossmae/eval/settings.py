@@ -112,11 +112,12 @@ class TrainSplitSettings(EvalSettings):
 
 @dataclass
 class ClassifierEvalSettings(EvalSettings):
-    """A fine-tuned classifier's accuracy with its own head (MAE's main_finetune.py --eval)."""
+    """A classifier's accuracy with its own head (MAE's main_finetune.py --eval)."""
 
     checkpoint: str = setting(
-        "", "fine-tuned classifier: ours (crossmae finetune, or its timm export) or the "
-        "authors' (fine-tuned or linear probe)", MODEL, metavar="CKPT",
+        "", "classifier: ours (a crossmae finetune checkpoint, a linprobe run's "
+        "classifier.pth, or their timm exports) or the authors' (fine-tuned or linear probe)",
+        MODEL, metavar="CKPT",
     )  # fmt: skip
     data: str | None = setting(
         None,

@@ -131,7 +131,12 @@ def read_model(path: str | Path) -> LoadedModel:
         return LoadedModel(model_from_checkpoint(ckpt, f"checkpoint {path}"))
     if fmt == CLASSIFIER_FORMAT:
         return LoadedModel(*classifier_from_checkpoint(ckpt, f"checkpoint {path}"))
-    if isinstance(fmt, str) and fmt.startswith(FORMAT):  # e.g. a linear probe's head alone
+    if fmt == f"{FORMAT}-linprobe":  # the head and optimiser, to resume the probe
+        raise CrossMAEError(
+            f"{path} is a linear probe's training state, not a model to load or evaluate; "
+            "the probe's classifier is the classifier.pth it wrote beside it"
+        )
+    if isinstance(fmt, str) and fmt.startswith(FORMAT):
         raise CrossMAEError(f"{path} is a {fmt!r} checkpoint, not a model to load or evaluate")
     return LoadedModel(load_official_checkpoint(path), origin="authors' format")
 

@@ -1,9 +1,10 @@
 """The timm ViT an encoder becomes, and the two files that hold one with its head.
 
 `ViTArch` is an encoder's shape and `build_vit` the timm `VisionTransformer` made from it.
-A fine-tuned classifier is saved as our .pth (`classifier_checkpoint`: weights, pooling
-and class names) or exported as timm safetensors (`timm_spec` names the timm model, the
-metadata holds the rest); both files read back here into the same `VisionTransformer`.
+A classifier (fine-tuned, or a linear probe with its head folded in) is saved as our .pth
+(`classifier_checkpoint`: weights, pooling and class names) or exported as timm
+safetensors (`timm_spec` names the timm model, the metadata holds the rest); both files
+read back here into the same `VisionTransformer`.
 """
 
 from __future__ import annotations
@@ -197,6 +198,20 @@ def _built(arch: ViTArch, num_classes: int, pool: Any, state: Any, what: str) ->
     vit = build_vit(arch, num_classes, pool)
     load_state_dict_strict(vit, state, what)
     return vit
+
+
+def fold_probe_head(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A linear probe's head, Sequential(BatchNorm1d(affine=False, eps=1e-6), Linear) as
+    MAE's main_linprobe.py and `crossmae linprobe` train it, is one Linear in eval mode:
+    timm's ViT head. Folded in float64; a state dict without one is returned as it is."""
+    if "head.1.weight" not in state_dict:
+        return state_dict
+    scale = (state_dict["head.0.running_var"].double() + 1e-6).rsqrt()
+    weight = state_dict["head.1.weight"].double() * scale
+    bias = state_dict["head.1.bias"].double() - weight @ state_dict["head.0.running_mean"].double()
+    dtype = state_dict["head.1.weight"].dtype
+    out = {k: v for k, v in state_dict.items() if not k.startswith(("head.0.", "head.1."))}
+    return out | {"head.weight": weight.to(dtype), "head.bias": bias.to(dtype)}
 
 
 def timm_spec(

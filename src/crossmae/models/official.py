@@ -15,7 +15,7 @@ from torch import nn
 
 from crossmae.errors import CrossMAEError
 from crossmae.models.autoencoder import MaskedAutoencoder
-from crossmae.models.classifier import ViTArch, build_vit
+from crossmae.models.classifier import ViTArch, build_vit, fold_probe_head
 from crossmae.models.config import AutoencoderConfig
 from crossmae.models.registry import VIT_SIZES
 from crossmae.serialization import check_tensor_dict, load_state_dict_strict, safe_torch_load
@@ -200,7 +200,7 @@ def _encoder_only_model(args: dict[str, Any], state_dict: dict[str, torch.Tensor
         )
     num_tokens = int(state_dict["pos_embed"].shape[1]) - 1
     img_size = int(args.get("input_size", round(num_tokens**0.5) * patch))
-    state_dict = _fold_probe_head(state_dict)
+    state_dict = fold_probe_head(state_dict)
     head = state_dict.get("head.weight")
     try:
         arch = ViTArch((img_size, img_size), patch, in_chans, dim, depth, heads)
@@ -212,19 +212,6 @@ def _encoder_only_model(args: dict[str, Any], state_dict: dict[str, torch.Tensor
     model = build_vit(arch, int(head.shape[0]) if head is not None else 0, pool)
     load_state_dict_strict(model, state_dict, "the encoder checkpoint")
     return model
-
-
-def _fold_probe_head(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """MAE's main_linprobe.py saves its head as Sequential(BatchNorm1d(affine=False,
-    eps=1e-6), Linear); in eval mode that is one Linear, which timm's ViT head is."""
-    if "head.1.weight" not in state_dict:
-        return state_dict
-    scale = (state_dict["head.0.running_var"].double() + 1e-6).rsqrt()
-    weight = state_dict["head.1.weight"].double() * scale
-    bias = state_dict["head.1.bias"].double() - weight @ state_dict["head.0.running_mean"].double()
-    dtype = state_dict["head.1.weight"].dtype
-    out = {k: v for k, v in state_dict.items() if not k.startswith(("head.0.", "head.1."))}
-    return out | {"head.weight": weight.to(dtype), "head.bias": bias.to(dtype)}
 
 
 def load_official_checkpoint(path: str | Path) -> nn.Module:
