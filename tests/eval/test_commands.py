@@ -179,6 +179,23 @@ def test_a_run_stopped_after_an_epoch_resumes_to_the_uninterrupted_run(
     assert len(resumed) == 3 and scores(resumed) == scores(whole)
 
 
+@pytest.mark.parametrize("command", ["finetune", "linprobe"])
+def test_an_fp16_run_resumes_with_its_loss_scale(command, authors, two_class_tree, tmp_path):
+    """The GradScaler's scale is training state: a resumed fp16 run goes on from the saved
+    one instead of starting again at 2**16 (and overflowing its first steps)."""
+    out = tmp_path / "fp16"
+    common = [command, "--checkpoint", authors, "--data", two_class_tree, "--precision", "fp16",
+              "--warmup-epochs", 0, "--output-dir", out, "--resume", "auto", *FAST]  # fmt: skip
+    assert _run(*common, "--epochs", 1) == 0
+    last = out / "checkpoint-last.pth"
+    ckpt = torch.load(last, weights_only=True)
+    assert ckpt["scaler"]["scale"] == 2.0**16  # 3 steps: no overflow, no growth yet
+    ckpt["scaler"]["scale"] = 256.0
+    torch.save(ckpt, last)
+    assert _run(*common, "--epochs", 2) == 0
+    assert torch.load(last, weights_only=True)["scaler"]["scale"] == 256.0
+
+
 def test_finetune_at_a_new_resolution_with_token_pooling(authors, tmp_path):
     out = tmp_path / "ft48"
     assert _run("finetune", "--checkpoint", authors, "--img-size", 48, "--global-pool", "token",

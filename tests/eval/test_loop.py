@@ -6,11 +6,20 @@ from contextlib import nullcontext
 
 import pytest
 import torch
+from timm.utils import ModelEmaV3
 from torch import nn
 
 from crossmae.errors import CrossMAEError
 from crossmae.eval.loop import Schedule, StepTools, evaluate, optimizer_steps, train_one_epoch
 from crossmae.train.optim import build_adamw, param_groups
+from crossmae.train.step import OptimizerStep
+
+CPU = torch.device("cpu")
+
+
+def _tools(model, optimizer, schedule, log_every=100, accum_iter=1) -> StepTools:
+    stepper = OptimizerStep(model, optimizer, device=CPU, precision="fp32", accum_iter=accum_iter)
+    return StepTools(stepper, nn.CrossEntropyLoss(), schedule, log_every=log_every)
 
 
 class FiniteLossNanGradient(nn.Module):
@@ -30,14 +39,13 @@ def test_a_step_with_a_finite_loss_and_a_nan_gradient_is_skipped():
     torch.manual_seed(0)
     model = FiniteLossNanGradient()
     optimizer = build_adamw(param_groups(model, 0.05), 1e-2, (0.9, 0.999), "cpu")
-    tools = StepTools(optimizer, nn.CrossEntropyLoss(), Schedule(1e-2, 0, 10),
-                      torch.device("cpu"), nullcontext, log_every=100)  # fmt: skip
+    tools = _tools(model, optimizer, Schedule(1e-2, 0, 10))
     before = [p.detach().clone() for p in model.parameters()]
     batch = (torch.randn(8, 4), torch.randint(3, (8,)))
-    assert train_one_epoch(model, [batch], tools, 0) == 1
+    assert train_one_epoch([batch], tools, 0) == 1
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     model.nan_gradient = False  # the same step with a finite gradient updates
-    train_one_epoch(model, [batch], tools, 1)
+    train_one_epoch([batch], tools, 1)
     assert not torch.equal(before[0], model.fc.weight)
 
 
@@ -58,9 +66,8 @@ def _trained(accum: int, batches) -> SyncCounting:
     torch.manual_seed(0)
     model = SyncCounting()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    tools = StepTools(optimizer, nn.CrossEntropyLoss(), Schedule(0.1, 0, 10),
-                      torch.device("cpu"), nullcontext, log_every=1, accum_iter=accum)  # fmt: skip
-    assert train_one_epoch(model, batches, tools, 0) == len(batches) // accum
+    tools = _tools(model, optimizer, Schedule(0.1, 0, 10), log_every=1, accum_iter=accum)
+    assert train_one_epoch(batches, tools, 0) == len(batches) // accum
     return model
 
 
@@ -79,6 +86,26 @@ def test_an_epoch_shorter_than_one_accumulation_is_one_sentence():
     assert optimizer_steps(7, 3) == 2  # the last, partial group is left out
     with pytest.raises(CrossMAEError, match="an epoch has 2 batches, fewer than --accum-iter 3"):
         optimizer_steps(2, 3)
+
+
+def test_the_moving_average_follows_every_optimizer_step():
+    """EMA after each update, replayed by hand in float64: the first copies the weights,
+    then e <- d e + (1 - d) w (timm's ModelEmaV3 given the update count, as timm's train.py)."""
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3, dtype=torch.float64)
+    ema = ModelEmaV3(model, decay=0.5)
+    expected = [p.detach().clone() for p in model.parameters()]
+    tools = _tools(model, torch.optim.SGD(model.parameters(), lr=0.5), Schedule(0.5, 0, 10))
+    tools.ema = ema
+    x, y = torch.randn(12, 4, dtype=torch.float64), torch.randint(3, (12,))
+    for i, batch in enumerate(zip(x.split(4), y.split(4), strict=True)):
+        train_one_epoch([batch], tools, i)
+        d = 0.0 if i == 0 else 0.5
+        expected = [d * e + (1 - d) * p.detach() for e, p in zip(expected, model.parameters(),
+                                                                 strict=True)]  # fmt: skip
+    for got, want in zip(ema.module.parameters(), expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    assert not torch.equal(expected[0], model.weight)  # the average lags the weights
 
 
 class FixedLogits(nn.Module):
@@ -103,7 +130,7 @@ def test_evaluate_matches_a_float64_count_over_uneven_batches(monkeypatch):
 
     monkeypatch.setattr(torch.Tensor, "item", host_sync)
     model = FixedLogits(logits.float())
-    metrics = evaluate(model, batches, torch.device("cpu"), nullcontext, over_ranks=False)
+    metrics = evaluate(model, batches, CPU, nullcontext, over_ranks=False)
     monkeypatch.undo()
     ranks = (logits > logits.gather(1, labels.view(-1, 1))).sum(1)  # classes scored above
     assert metrics["images"] == 23
@@ -121,8 +148,7 @@ def test_each_step_runs_at_the_schedules_rate_for_its_own_index():
     seen = []
     original = optimizer.step
     optimizer.step = lambda *a, **k: (seen.append(optimizer.param_groups[0]["lr"]), original())
-    tools = StepTools(optimizer, nn.CrossEntropyLoss(), schedule, torch.device("cpu"),
-                      nullcontext, log_every=100)  # fmt: skip
+    tools = _tools(model, optimizer, schedule)
     batches = [(torch.randn(2, 4), torch.randint(3, (2,))) for _ in range(6)]
-    train_one_epoch(model, batches, tools, 0)
+    train_one_epoch(batches, tools, 0)
     assert seen == pytest.approx([schedule(i) for i in range(6)]) and seen[0] == 0.0

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from timm.data import Mixup
 from timm.layers import trunc_normal_
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
@@ -39,6 +38,7 @@ from crossmae.serialization import safe_torch_load
 from crossmae.train.checkpointing import capture_rng
 from crossmae.train.optim import build_adamw, param_groups
 from crossmae.train.schedule import check_min_lr, scaled_lr
+from crossmae.train.step import OptimizerStep
 
 LAST, BEST, RESULTS = "checkpoint-last.pth", "checkpoint-best.pth", "results.json"
 
@@ -89,24 +89,25 @@ def _finetune(s: FinetuneSettings, ctx: RunContext, found: Path | None) -> dict[
         mixup = Mixup(mixup_alpha=s.mixup, cutmix_alpha=s.cutmix, label_smoothing=s.smoothing,
                       num_classes=splits.num_classes)  # fmt: skip
     ema = ModelEmaV3(vit, decay=s.ema_decay) if s.ema else None
+    model = DistributedDataParallel(vit, ctx.device_ids) if ctx.dist.distributed else vit
+    stepper = OptimizerStep(model, optimizer, device=ctx.device, precision=ctx.precision,
+                            accum_iter=s.accum_iter, clip_grad=s.clip_grad)  # fmt: skip
     progress = Progress()
     if found is not None:
-        progress = _restore(found, vit, optimizer, ema, ctx, s.checkpoint)
+        progress = _restore(found, vit, stepper, ema, ctx, s.checkpoint)
         ctx.say(f"resumed from {found} after epoch {progress.epoch}")
 
     steps = optimizer_steps(train.steps_per_epoch, s.accum_iter)
     tools = StepTools(
-        optimizer, _criterion(s, mixup).to(ctx.device),
-        Schedule(lr, s.warmup_epochs * steps, s.epochs * steps, s.min_lr), ctx.device,
-        ctx.autocast, ctx.scaler, s.clip_grad, mixup, ema,
-        ctx.logger(s.epochs * steps, progress.epoch * steps), s.log_every, s.accum_iter,
+        stepper, _criterion(s, mixup).to(ctx.device),
+        Schedule(lr, s.warmup_epochs * steps, s.epochs * steps, s.min_lr), mixup, ema,
+        ctx.logger(s.epochs * steps, progress.epoch * steps), s.log_every,
     )  # fmt: skip
-    model = DistributedDataParallel(vit, ctx.device_ids) if ctx.dist.distributed else vit
     began = time.time() - spent_seconds(progress.history)
     step = progress.epoch * steps
     for epoch in range(progress.epoch, s.epochs):
         batches = itertools.islice(train.epoch(epoch), steps * s.accum_iter)
-        step = train_one_epoch(model, batches, tools, step)
+        step = train_one_epoch(batches, tools, step)
         metrics = _evaluate(vit, ema, test, ctx)
         record = {"epoch": epoch + 1, **metrics, "seconds": round(time.time() - began, 1)}
         progress.epoch = epoch + 1
@@ -114,7 +115,7 @@ def _finetune(s: FinetuneSettings, ctx: RunContext, found: Path | None) -> dict[
         if record["top1"] > progress.best["top1"]:
             progress.best = {"top1": record["top1"], "top5": record["top5"], "epoch": epoch + 1}
             ctx.save(_checkpoint(vit, splits, ema, s, progress), BEST)
-        ctx.save(_checkpoint(vit, splits, ema, s, progress, optimizer, ctx), LAST)
+        ctx.save(_checkpoint(vit, splits, ema, s, progress, stepper), LAST)
         line = f"epoch {epoch + 1}/{s.epochs}: {_accuracy(metrics)}"
         ctx.log_epoch({"epoch": epoch + 1, **{f"test_{k}": v for k, v in metrics.items()}},
                       step, line)  # fmt: skip
@@ -175,19 +176,19 @@ def _checkpoint(
     ema: ModelEmaV3 | None,
     s: FinetuneSettings,
     progress: Progress,
-    optimizer: torch.optim.Optimizer | None = None,
-    ctx: RunContext | None = None,
+    stepper: OptimizerStep | None = None,
 ) -> dict[str, Any]:
-    """A classifier checkpoint; with the optimizer (the last one) it can also be resumed."""
+    """A classifier checkpoint; with the optimizer's state (the last one) it can also be
+    resumed."""
     extra: dict[str, Any] = {
         "epoch": progress.epoch,
         "ema": None if ema is None else ema.module.state_dict(),
         "settings": s.to_dict(),
     }
-    if optimizer is not None and ctx is not None:
+    if stepper is not None:
         extra |= {
-            "optimizer": optimizer.state_dict(),
-            "scaler": ctx.scaler.state_dict() if ctx.scaler else None,
+            "optimizer": stepper.optimizer.state_dict(),
+            "scaler": stepper.scaler.state_dict() if stepper.scaler else None,
             "best": progress.best,
             "history": progress.history,
             "rng": capture_rng(),
@@ -198,7 +199,7 @@ def _checkpoint(
 def _restore(
     path: Path,
     vit: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    stepper: OptimizerStep,
     ema: ModelEmaV3 | None,
     ctx: RunContext,
     checkpoint: str,
@@ -212,14 +213,14 @@ def _restore(
     except RuntimeError:
         raise CrossMAEError(f"{path} was fine-tuned with another model or class count") from None
     try:
-        optimizer.load_state_dict(ckpt["optimizer"])
+        stepper.optimizer.load_state_dict(ckpt["optimizer"])
     except ValueError:  # another number of parameter groups
         raise CrossMAEError(
             f"{path} was fine-tuned with other optimizer groups (another --layer-decay or "
             "encoder depth); resume with its settings or start a new --output-dir"
         ) from None
-    if ctx.scaler is not None and ckpt.get("scaler"):
-        ctx.scaler.load_state_dict(ckpt["scaler"])
+    if stepper.scaler is not None and ckpt.get("scaler"):
+        stepper.scaler.load_state_dict(ckpt["scaler"])
     if ema is not None:  # a run resumed with --ema for the first time averages from here
         ema.module.load_state_dict(ckpt["ema"] if ckpt.get("ema") is not None else vit.state_dict())
     ctx.resume_rng(ckpt["rng"], int(ckpt["epoch"]))

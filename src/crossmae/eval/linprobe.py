@@ -55,6 +55,7 @@ from crossmae.serialization import load_state_dict_strict, safe_torch_load
 from crossmae.train.checkpointing import capture_rng
 from crossmae.train.optim import param_groups
 from crossmae.train.schedule import check_min_lr, scaled_lr
+from crossmae.train.step import OptimizerStep
 
 PROBE_FORMAT = "crossmae-linprobe"
 LAST, RESULTS, CLASSIFIER = "checkpoint-last.pth", "results.json", "classifier.pth"
@@ -127,29 +128,31 @@ def _linprobe(s: LinprobeSettings, ctx: RunContext, found: Path | None) -> dict[
     for line in probe.notes:
         ctx.say(f"  {line}")
     optimizer = LARS(param_groups(probe.head, s.weight_decay), lr=lr)
+    precision = "fp32" if s.cached else ctx.precision  # the head alone runs in fp32
+    stepper = OptimizerStep(probe.model, optimizer, device=ctx.device, precision=precision,
+                            accum_iter=s.accum_iter)  # fmt: skip
     done, best, history = 0, 0.0, []
     if found is not None:
-        done, best, history = _restore(found, probe.head, optimizer, s, ctx)
+        done, best, history = _restore(found, probe.head, stepper, s, ctx)
         ctx.say(f"resumed from {found} after epoch {done}")
 
     steps = optimizer_steps(probe.train.steps_per_epoch, s.accum_iter)
-    autocast = nullcontext if s.cached else ctx.autocast  # the head alone runs in fp32
+    autocast = nullcontext if s.cached else ctx.autocast
     tools = StepTools(
-        optimizer, nn.CrossEntropyLoss(), Schedule(lr, s.warmup_epochs * steps,
-        s.epochs * steps, s.min_lr), ctx.device, autocast, None if s.cached else ctx.scaler,
-        logger=ctx.logger(s.epochs * steps, done * steps), log_every=s.log_every,
-        accum_iter=s.accum_iter,
+        stepper, nn.CrossEntropyLoss(), Schedule(lr, s.warmup_epochs * steps,
+        s.epochs * steps, s.min_lr), logger=ctx.logger(s.epochs * steps, done * steps),
+        log_every=s.log_every,
     )  # fmt: skip
     began = time.time() - spent_seconds(history)
     step = done * steps
     metrics: dict[str, Any] = {}
     for epoch in range(done, s.epochs):
         batches = itertools.islice(probe.train.epoch(epoch), steps * s.accum_iter)
-        step = train_one_epoch(probe.model, batches, tools, step)
+        step = train_one_epoch(batches, tools, step)
         metrics = evaluate(probe.model, probe.test, ctx.device, autocast, over_ranks=not s.cached)
         best = max(best, metrics["top1"])
         history.append({"epoch": epoch + 1, **metrics, "seconds": round(time.time() - began, 1)})
-        ctx.save(_checkpoint(probe, s, optimizer, epoch + 1, best, history), LAST)
+        ctx.save(_checkpoint(probe, s, stepper, epoch + 1, best, history), LAST)
         line = f"epoch {epoch + 1}/{s.epochs}: top-1 {metrics['top1']:.2f} (best {best:.2f})"
         ctx.log_epoch({"epoch": epoch + 1, **{f"test_{k}": v for k, v in metrics.items()}},
                       step, line)  # fmt: skip
@@ -235,7 +238,7 @@ def _save_classifier(probe: Probe, backbone: Backbone, s: LinprobeSettings,
 def _checkpoint(
     probe: Probe,
     s: LinprobeSettings,
-    optimizer: torch.optim.Optimizer,
+    stepper: OptimizerStep,
     epoch: int,
     best: float,
     history: list[dict[str, Any]],
@@ -246,7 +249,8 @@ def _checkpoint(
         "features": s.features,
         "classes": probe.classes,
         "head": probe.head.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "optimizer": stepper.optimizer.state_dict(),
+        "scaler": stepper.scaler.state_dict() if stepper.scaler else None,
         "epoch": epoch,
         "best_top1": best,
         "history": history,
@@ -258,7 +262,7 @@ def _checkpoint(
 def _restore(
     path: Path,
     head: LinearProbe,
-    optimizer: torch.optim.Optimizer,
+    stepper: OptimizerStep,
     s: LinprobeSettings,
     ctx: RunContext,
 ) -> tuple[int, float, list[dict[str, Any]]]:
@@ -272,6 +276,8 @@ def _restore(
         head.load_state_dict(ckpt["head"])
     except RuntimeError:
         raise CrossMAEError(f"{path} probed another encoder or class count") from None
-    optimizer.load_state_dict(ckpt["optimizer"])
+    stepper.optimizer.load_state_dict(ckpt["optimizer"])
+    if stepper.scaler is not None and ckpt.get("scaler"):
+        stepper.scaler.load_state_dict(ckpt["scaler"])
     ctx.resume_rng(ckpt["rng"], int(ckpt["epoch"]))
     return int(ckpt["epoch"]), float(ckpt["best_top1"]), list(ckpt["history"])

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,9 +16,9 @@ from crossmae.errors import CrossMAEError
 from crossmae.eval.metrics import topk_correct
 from crossmae.train.distributed import all_reduce_mean
 from crossmae.train.logging import RunLogger
-from crossmae.train.optim import set_lr, step_unless_nonfinite
+from crossmae.train.optim import set_lr
 from crossmae.train.schedule import lr_at
-from crossmae.train.step import grad_norm
+from crossmae.train.step import OptimizerStep
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -40,20 +41,17 @@ class Schedule:
 
 @dataclass
 class StepTools:
-    """What a training step needs besides the model and the data."""
+    """What a training step needs besides the data: the update itself (accumulation,
+    precision, clipping, skipping non-finite steps: `train.step.OptimizerStep`, the one
+    pretraining uses), the loss, the schedule, and what fine-tuning adds around it."""
 
-    optimizer: torch.optim.Optimizer
+    stepper: OptimizerStep  # holds the model (DDP-wrapped, if so) and the optimizer
     criterion: nn.Module
     schedule: Schedule
-    device: torch.device
-    autocast: Callable[[], AbstractContextManager]
-    scaler: torch.amp.GradScaler | None = None
-    clip_grad: float | None = None
     mixup: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
     ema: nn.Module | None = None  # timm.utils.ModelEmaV3
     logger: RunLogger | None = None
     log_every: int = 20
-    accum_iter: int = 1  # batches per optimizer step
 
 
 def optimizer_steps(batches_per_epoch: int, accum_iter: int) -> int:
@@ -66,61 +64,48 @@ def optimizer_steps(batches_per_epoch: int, accum_iter: int) -> int:
     return batches_per_epoch // accum_iter
 
 
-def train_one_epoch(model: nn.Module, batches: Batches, tools: StepTools, step: int) -> int:
+def train_one_epoch(batches: Batches, tools: StepTools, step: int) -> int:
     """Train over `batches` starting at optimizer step `step`; returns the next step.
 
-    Every `tools.accum_iter` batches make one optimizer step, as MAE's `--accum_iter` (the
-    gradients of the others are summed locally, without a DDP all-reduce). Non-finite steps
-    are skipped on the device; a non-finite loss at a logging step stops the run with an
-    error (a diverged run should not keep writing checkpoints).
+    Every `accum_iter` batches make one optimizer step, as MAE's `--accum_iter`, so
+    `batches` holds whole groups (`optimizer_steps` × `accum_iter`). Non-finite steps are
+    skipped on the device; a non-finite loss at a logging step stops the run with an error
+    (a diverged run should not keep writing checkpoints).
     """
-    model.train()
-    opt, accum = tools.optimizer, tools.accum_iter
-    params = [p for p in model.parameters() if p.requires_grad]
-    no_sync = getattr(model, "no_sync", nullcontext)  # DDP: all-reduce the last batch only
-    loss_sum = torch.zeros((), device=tools.device)
-    for i, (imgs, targets) in enumerate(batches):
-        if i % accum == 0:
-            lr = tools.schedule(step)
-            set_lr(opt, lr)
-            opt.zero_grad(set_to_none=True)
-            loss_sum.zero_()
-        imgs = imgs.to(tools.device, non_blocking=True)
-        targets = targets.to(tools.device, non_blocking=True)
-        if tools.mixup is not None:
-            imgs, targets = tools.mixup(imgs, targets)
-        last = (i + 1) % accum == 0
-        with nullcontext() if last else no_sync():
-            with tools.autocast():
-                loss = tools.criterion(model(imgs).float(), targets) / accum
-            if tools.scaler is not None:
-                tools.scaler.scale(loss).backward()
-            else:
-                loss.backward()
-        loss_sum += loss.detach()
-        if not last:
-            continue
-        if tools.scaler is not None:  # it skips the update itself when the gradient overflowed
-            tools.scaler.unscale_(opt)
-            if tools.clip_grad is not None:
-                grad_norm(params, tools.clip_grad)
-            tools.scaler.step(opt)
-            tools.scaler.update()
-        else:
-            norm = grad_norm(params, tools.clip_grad)
-            nonfinite = ~torch.isfinite(loss_sum) | ~torch.isfinite(norm)
-            step_unless_nonfinite(opt, nonfinite.float())
-        if tools.ema is not None:
-            tools.ema.update(model, step=step)
+    stepper = tools.stepper
+    model = stepper.model.train()
+    batches = iter(batches)
+    for first in batches:
+        lr = tools.schedule(step)
+        set_lr(stepper.optimizer, lr)
+        group = itertools.chain([first], itertools.islice(batches, stepper.accum_iter - 1))
+        result = stepper(_on_device(group, tools), lambda batch: _loss(model, batch, tools))
         step += 1
+        if tools.ema is not None:  # the updates so far, as timm's train.py counts: the
+            tools.ema.update(model, step=step)  # first copies the weights, later ones average
         if step % tools.log_every == 0:
-            value = all_reduce_mean(loss_sum).item()
+            value = all_reduce_mean(result.loss).item()
             if not math.isfinite(value):
                 raise CrossMAEError(f"the loss is {value} at step {step}; lower the learning rate")
             if tools.logger is not None:
                 line = f"loss {value:.4f} lr {lr:.3g}"
                 tools.logger.log({"train_loss": value, "lr": lr}, step, line)
     return step
+
+
+def _on_device(group: Batches, tools: StepTools) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The group's batches on the device, mixed (mixup / cutmix) outside autocast."""
+    device = tools.stepper.device
+    for imgs, targets in group:
+        imgs = imgs.to(device, non_blocking=True)
+        targets = targets.to(device, non_blocking=True)
+        yield tools.mixup(imgs, targets) if tools.mixup is not None else (imgs, targets)
+
+
+def _loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], tools: StepTools
+          ) -> torch.Tensor:  # fmt: skip
+    imgs, targets = batch
+    return tools.criterion(model(imgs).float(), targets)
 
 
 @torch.no_grad()

@@ -17,7 +17,7 @@ from crossmae.train.batches import derive_seed
 from crossmae.train.checkpointing import restore_rng, seed_everything
 from crossmae.train.distributed import DistInfo, cleanup_distributed, init_distributed
 from crossmae.train.logging import RunLogger
-from crossmae.train.precision import Precision, autocast_context, grad_scaler, resolve_precision
+from crossmae.train.precision import Precision, autocast_context, resolve_precision
 
 
 @dataclass
@@ -29,7 +29,6 @@ class RunContext:
     output_dir: Path
     seed: int = 0
     tensorboard: bool = False
-    scaler: torch.amp.GradScaler | None = None
     _logger: RunLogger | None = field(default=None, repr=False)
 
     @classmethod
@@ -38,8 +37,7 @@ class RunContext:
         seed_everything(settings.seed + dist.rank)
         precision = resolve_precision(settings.precision, dist.device)
         tensorboard = isinstance(settings, TrainedSettings) and settings.tensorboard
-        scaler = grad_scaler(dist.device, precision)
-        return cls(dist, precision, output_dir, settings.seed, tensorboard, scaler)
+        return cls(dist, precision, output_dir, settings.seed, tensorboard)
 
     def resume_rng(self, state: dict[str, Any], epoch: int) -> None:
         """Rank 0 continues the random streams its checkpoint saved. The other ranks' were

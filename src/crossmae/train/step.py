@@ -1,8 +1,9 @@
 """One pretraining update: accumulate micro-batches, clip, skip non-finite updates, no sync.
 
 Generic over the loss (the caller gives the micro-batch inputs and a function from an
-input to a scalar loss); `profiling.measure_step` times the same work. Fine-tuning and the
-probe have their own loop (`eval/loop.py`), which also applies mixup and an EMA.
+input to a scalar loss): pretraining, fine-tuning and the linear probe (`eval/loop.py`,
+which adds mixup and an EMA around it) all update through it, and
+`profiling.measure_step` times the same work.
 """
 
 from __future__ import annotations
