@@ -14,8 +14,10 @@ import torch
 
 import crossmae.train.pretrain as pretrain_module
 from crossmae.cli import main
+from crossmae.errors import CrossMAEError
 from crossmae.train.checkpointing import load_training_state
 from crossmae.train.logging import read_log
+from crossmae.train.run_folder import check_resumable
 from crossmae.train.schedule import lr_at
 
 # 64 images in batches of 4: 16 steps per epoch, 2 epochs. Decoded by a worker process with
@@ -303,3 +305,30 @@ def test_a_mid_epoch_shard_resume_with_other_readers_is_refused(tiny, tmp_path, 
     assert main(["pretrain", *args, "--num-workers", "2", "--max-steps", "4"]) == 0
     assert main(["pretrain", *args, "--num-workers", "1", "--resume", "auto"]) == 2
     assert "dealt to 2 readers (processes x loader workers)" in capsys.readouterr().err
+
+
+RESUMABLE = {"model_config": {"depth": 2}, "epoch": 1, "step_in_epoch": 3, "global_step": 13,
+             "effective_batch": 64, "data_readers": 2}  # fmt: skip
+HERE = {"model_config": {"depth": 2}, "effective_batch": 64, "readers": 2,
+        "steps_per_epoch": 10, "data": "10 images", "epochs": 2}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"model_config": {"depth": 3}}, "a different model (depth is 2 there and 3 here)"),
+        ({"effective_batch": 128}, "stopped mid-epoch with an effective batch of 64"),
+        ({"readers": 4}, "tar shards dealt to 2 readers"),
+        ({"steps_per_epoch": 2}, "stopped at step 3 of an epoch, but an epoch of 10 images"),
+        ({"epochs": 1}, "is 1.3 epochs in (step 13), already past --epochs 1"),
+    ],
+)
+def test_a_checkpoint_this_run_cannot_continue_is_refused_up_front(change, message):
+    with pytest.raises(CrossMAEError, match=re.escape(message)):
+        check_resumable(RESUMABLE, Path("ckpt.pth"), **(HERE | change))
+
+
+def test_at_an_epochs_end_a_new_batch_or_worker_count_is_fine():
+    at_end = RESUMABLE | {"step_in_epoch": 0, "epoch": 2}
+    check_resumable(at_end, Path("ckpt.pth"), **(HERE | {"effective_batch": 128, "readers": 4}))
+    check_resumable(RESUMABLE | {"data_readers": None}, Path("ckpt.pth"), **(HERE | {"readers": 4}))

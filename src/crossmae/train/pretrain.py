@@ -29,19 +29,18 @@ from crossmae.train.data import TrainingData, open_training_data
 from crossmae.train.distributed import (
     DistInfo,
     StopVote,
-    all_reduce_max,
-    all_reduce_mean,
     cleanup_distributed,
     init_distributed,
 )
 from crossmae.train.logging import RunLogger, peak_host_memory_gib, read_log
+from crossmae.train.meters import StepMeters
 from crossmae.train.monitor import save_loss_curve, save_reconstruction
 from crossmae.train.optim import build_adamw, param_groups, set_lr
 from crossmae.train.precision import autocast_context, resolve_precision
-from crossmae.train.run_folder import CONFIG_YAML, new_run_folder, resume_point
+from crossmae.train.run_folder import CONFIG_YAML, check_resumable, new_run_folder, resume_point
 from crossmae.train.schedule import check_min_lr, lr_at, scaled_lr
 from crossmae.train.signals import GracefulStop
-from crossmae.train.step import OptimizerStep, StepResult
+from crossmae.train.step import OptimizerStep
 
 RECONSTRUCTION_IMAGES = 8
 LOSS_PNG, RECON_PNG = "loss.png", "reconstruction.png"
@@ -109,7 +108,7 @@ class Pretrainer:
         self.figure_images: list[torch.Tensor] = []  # the first images, for the figures
         self.figure_count = 0
         self.nonfinite_steps = 0
-        self._reset_meters()
+        self.meters = StepMeters(self.device)
         if state is not None:
             self._restore(state, resumed_from)
         self.logger = RunLogger(
@@ -153,40 +152,12 @@ class Pretrainer:
         return model
 
     def _restore(self, state: dict[str, Any], path: Path | None) -> None:
-        saved = state.get("model_config", {})
-        current = self.model_cfg.to_dict()
-        for key in current:
-            if saved.get(key) != current[key]:
-                raise CrossMAEError(
-                    f"checkpoint {path} is a different model ({key} is {saved.get(key)!r} "
-                    f"there and {current[key]!r} here); resume with the settings it was "
-                    "trained with, or start a new --output-dir"
-                )
-        if state["step_in_epoch"] and state.get("effective_batch") != self.effective_batch:
-            raise CrossMAEError(
-                f"checkpoint {path} stopped mid-epoch with an effective batch of "
-                f"{state.get('effective_batch')}; resume it with the same batch size, "
-                "accumulation and process count"
-            )
-        readers = state.get("data_readers")
-        if state["step_in_epoch"] and readers not in (None, getattr(self.source, "readers", None)):
-            raise CrossMAEError(
-                f"checkpoint {path} stopped mid-epoch with its tar shards dealt to {readers} "
-                "readers (processes x loader workers); resume it with the same --num-workers "
-                "and process count, or from an epoch's end"
-            )
-        if state["step_in_epoch"] > self.steps_per_epoch:
-            raise CrossMAEError(
-                f"checkpoint {path} stopped at step {state['step_in_epoch']} of an epoch, but an "
-                f"epoch of {self.data.description} has {self.steps_per_epoch} steps; resume it "
-                "on the data it was trained on (the same --data and --train-images)"
-            )
-        done = state["epoch"] + state["step_in_epoch"] / self.steps_per_epoch
-        if done > self.cfg.epochs:
-            raise CrossMAEError(
-                f"checkpoint {path} is {done:.3g} epochs in (step {state['global_step']}), "
-                f"already past --epochs {self.cfg.epochs}; resume with more epochs"
-            )
+        check_resumable(
+            state, path, model_config=self.model_cfg.to_dict(),
+            effective_batch=self.effective_batch, readers=getattr(self.source, "readers", None),
+            steps_per_epoch=self.steps_per_epoch, data=self.data.description,
+            epochs=self.cfg.epochs,
+        )  # fmt: skip
         settings = [{k: v for k, v in g.items() if k != "params"}
                     for g in self.optimizer.param_groups]  # fmt: skip
         if self.cfg.fsdp:
@@ -246,7 +217,7 @@ class Pretrainer:
             while self.step_in_epoch < self.steps_per_epoch and not self._reached_max_steps():
                 set_lr(self.optimizer, self._lr())
                 result = self.stepper(itertools.islice(batches, cfg.accum_iter), self._loss)
-                self._count(result)
+                self.meters.count(result)
                 self.global_step += 1
                 self.step_in_epoch += 1
                 if self._log_due():
@@ -259,7 +230,7 @@ class Pretrainer:
                 self.epoch += 1
                 self.step_in_epoch = 0
                 self._end_of_epoch(final=self.epoch == cfg.epochs or self._reached_max_steps())
-                self.meter_start = time.perf_counter()  # images/s counts training time only
+                self.meters.restart_clock()  # images/s counts training time only
             else:  # --max-steps ended the run mid-epoch
                 self._save(ckpt.LATEST)
                 self._figures(final=True)
@@ -304,42 +275,21 @@ class Pretrainer:
     def _reached_max_steps(self) -> bool:
         return self.cfg.max_steps is not None and self.global_step >= self.cfg.max_steps
 
-    # ----- metrics (device tensors between log steps: no host sync in the step) -----------
-
-    def _reset_meters(self, streak: torch.Tensor | None = None) -> None:
-        """Start a new logging interval; a run of non-finite steps carries over."""
-        zero = torch.zeros((), device=self.device)
-        self.loss_sum, self.norm_sum, self.meter_steps = zero.clone(), zero.clone(), 0
-        self.new_nonfinite = zero.clone()
-        self.streak = zero.clone() if streak is None else streak
-        self.worst_streak = self.streak.clone()
-        self.meter_start = time.perf_counter()
-
-    def _count(self, result: StepResult) -> None:
-        finite = 1.0 - result.nonfinite
-        self.loss_sum += torch.nan_to_num(result.loss) * finite
-        self.norm_sum += torch.nan_to_num(result.grad_norm) * finite
-        self.meter_steps += 1
-        self.streak = self.streak * result.diverged + result.diverged
-        self.worst_streak = torch.maximum(self.worst_streak, self.streak)
-        self.new_nonfinite += result.nonfinite
+    # ----- logging -----------------------------------------------------------------------
 
     def _log_progress(self) -> None:
         cfg = self.cfg
-        bad = all_reduce_max(torch.stack([self.new_nonfinite, self.worst_streak])).tolist()
-        good_steps = self.meter_steps - int(bad[0])
-        loss_sum = all_reduce_mean(self.loss_sum).item()
-        seconds = time.perf_counter() - self.meter_start
+        reading = self.meters.read()
         record: dict[str, Any] = {
             "epoch": round(self.epoch + self.step_in_epoch / self.steps_per_epoch, 4),
             "lr": self.optimizer.param_groups[0]["lr"],
         }
-        if good_steps > 0:  # else every step was skipped: no loss to show, not a loss of 0
-            record["loss"] = loss_sum / good_steps
-            record["grad_norm"] = self.norm_sum.item() / good_steps
+        if reading.loss is not None:  # else every step was skipped: no loss, not a loss of 0
+            record["loss"] = reading.loss
+            record["grad_norm"] = reading.grad_norm
         record |= {
-            "images_per_s": self.meter_steps * self.effective_batch / max(seconds, 1e-9),
-            "nonfinite_steps": self.nonfinite_steps + int(bad[0]),
+            "images_per_s": reading.steps * self.effective_batch / max(reading.seconds, 1e-9),
+            "nonfinite_steps": self.nonfinite_steps + reading.nonfinite,
             "seconds": round(self._seconds(), 3),  # the run's wall time, across resumes
         }
         if self.device.type == "cuda":
@@ -353,15 +303,15 @@ class Pretrainer:
             + f" lr {record['lr']:.2e} {record['images_per_s']:.0f} img/s"
         )
         self.logger.log(record, self.global_step, line)
-        if bad[1] >= cfg.max_nonfinite:
+        if reading.worst_streak >= cfg.max_nonfinite:
             kept = ckpt.readable_latest(self.output_dir)
             raise CrossMAEError(
-                f"the loss or gradient was not finite for {int(bad[1])} steps in a row (up to "
-                f"step {self.global_step}), so the run stopped; "
+                f"the loss or gradient was not finite for {reading.worst_streak} steps in a row "
+                f"(up to step {self.global_step}), so the run stopped; "
                 + (f"the last good checkpoint is {kept}" if kept else "no checkpoint was saved")
                 + "; lower --blr or --lr, set --clip-grad, or use --precision bf16 or fp32"
             )
-        self._reset_meters(self.streak)
+        self.meters.reset()
 
     # ----- epoch ends, checkpoints, figures ------------------------------------------------
 

@@ -1,5 +1,6 @@
 """Where a pretraining run lives: the checkpoint (and settings) a run continues from, the
-checks that keep one run from writing over another, and fresh runs/pretrain-<time> folders."""
+checks that it can continue it and will not write over another run, and fresh
+runs/pretrain-<time> folders."""
 
 from __future__ import annotations
 
@@ -38,6 +39,55 @@ def resume_point(
     if given.resume != "auto":  # auto took the furthest checkpoint there already
         _refuse_writing_over_further(Path(cfg.output_dir), path, state["global_step"])
     return cfg.validate(), state, path
+
+
+def check_resumable(
+    state: dict[str, Any],
+    path: Path | None,
+    *,
+    model_config: dict[str, Any],
+    effective_batch: int,
+    readers: int | None,
+    steps_per_epoch: int,
+    data: str,
+    epochs: float,
+) -> None:
+    """Refuse a checkpoint this run cannot continue: another model, a run already past
+    `epochs`, or a mid-epoch position that another batch, dealing of tar shards (`readers`,
+    None for folders) or data set would put somewhere else in the epoch."""
+    saved = state.get("model_config", {})
+    for key in model_config:
+        if saved.get(key) != model_config[key]:
+            raise CrossMAEError(
+                f"checkpoint {path} is a different model ({key} is {saved.get(key)!r} "
+                f"there and {model_config[key]!r} here); resume with the settings it was "
+                "trained with, or start a new --output-dir"
+            )
+    if state["step_in_epoch"] and state.get("effective_batch") != effective_batch:
+        raise CrossMAEError(
+            f"checkpoint {path} stopped mid-epoch with an effective batch of "
+            f"{state.get('effective_batch')}; resume it with the same batch size, "
+            "accumulation and process count"
+        )
+    dealt = state.get("data_readers")
+    if state["step_in_epoch"] and dealt not in (None, readers):
+        raise CrossMAEError(
+            f"checkpoint {path} stopped mid-epoch with its tar shards dealt to {dealt} "
+            "readers (processes x loader workers); resume it with the same --num-workers "
+            "and process count, or from an epoch's end"
+        )
+    if state["step_in_epoch"] > steps_per_epoch:
+        raise CrossMAEError(
+            f"checkpoint {path} stopped at step {state['step_in_epoch']} of an epoch, but an "
+            f"epoch of {data} has {steps_per_epoch} steps; resume it on the data it was "
+            "trained on (the same --data and --train-images)"
+        )
+    done = state["epoch"] + state["step_in_epoch"] / steps_per_epoch
+    if done > epochs:
+        raise CrossMAEError(
+            f"checkpoint {path} is {done:.3g} epochs in (step {state['global_step']}), "
+            f"already past --epochs {epochs}; resume with more epochs"
+        )
 
 
 def _refuse_writing_over_further(folder: Path, path: Path, step: int) -> None:
