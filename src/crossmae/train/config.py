@@ -137,6 +137,10 @@ class PretrainConfig:
         RUN,
         "auto|PATH",
     )
+    init_from: str | None = setting(
+        None, "start from this pretraining checkpoint's weights (ours or the authors', the same "
+        "architecture); the optimizer, schedule and epochs start afresh", RUN, "PATH",
+    )  # fmt: skip
     # checkpoints
     keep_every_epochs: int = setting(
         20, "keep a copy checkpoint-epochNNNN.pth every N epochs (0: only the latest)", SAVE

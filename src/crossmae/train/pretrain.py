@@ -41,6 +41,7 @@ from crossmae.train.run_folder import CONFIG_YAML, check_resumable, new_run_fold
 from crossmae.train.schedule import check_min_lr, lr_at, scaled_lr
 from crossmae.train.signals import GracefulStop
 from crossmae.train.step import OptimizerStep
+from crossmae.train.warm_start import read_initial_weights
 
 RECONSTRUCTION_IMAGES = 8
 LOSS_PNG, RECON_PNG = "loss.png", "reconstruction.png"
@@ -82,6 +83,10 @@ class Pretrainer:
         self.output_dir = Path(cfg.output_dir or ".")
         self.model_cfg: AutoencoderConfig = cfg.model_config()
         self.precision = resolve_precision(cfg.precision, self.device)
+        initial = None  # a new run's starting weights (a resumed one's are in `state`)
+        if state is None and cfg.init_from:
+            initial = read_initial_weights(cfg.init_from, self.model_cfg)
+        self.initial_weights = initial.description if initial else None
         ckpt.seed_everything(cfg.seed)  # same initial weights on every rank (DDP also syncs)
         self.data: TrainingData = open_training_data(cfg, self.model_cfg, dist)
         self.source: BatchSource = self.data.source
@@ -95,7 +100,10 @@ class Pretrainer:
         self.effective_batch = cfg.batch_size * cfg.accum_iter * dist.world_size
         self.base_lr = self._base_lr()
         check_min_lr(cfg.min_lr, self.base_lr)
-        self.module = MaskedAutoencoder(self.model_cfg).to(self.device)
+        self.module = MaskedAutoencoder(self.model_cfg)
+        if initial is not None:
+            self.module.load_state_dict(initial.state_dict)
+        self.module.to(self.device)
         self.model = self._wrap(self.module)
         groups = param_groups(self.module, cfg.weight_decay)
         self.optimizer = build_adamw(groups, self.base_lr, tuple(cfg.betas), self.device)
@@ -455,6 +463,8 @@ class Pretrainer:
             lines.append(
                 f"resumed {self.resumed_from} at epoch {self.epoch + 1}, step {self.global_step}"
             )
+        if self.initial_weights:
+            lines.append(f"weights {self.initial_weights}")
         for line in lines:
             self.logger.message(line)
 
