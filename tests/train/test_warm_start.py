@@ -74,7 +74,7 @@ def test_the_authors_checkpoint_starts_a_run_of_its_architecture(image_folder, t
             "other",
             "another architecture (depth is 2 there and 3 here); add --model-overrides depth=2",
         ),
-        ("encoder", "holds a ViT encoder or classifier, not a pretraining checkpoint"),
+        ("encoder", "another architecture (depth is 2 there and 3 here); add --model-overrides"),
         ("missing", "does not exist"),
     ],
 )
@@ -96,6 +96,37 @@ def test_a_file_that_cannot_start_the_run_is_one_sentence(
                              path, "--output-dir", tmp_path / "run")  # fmt: skip
     assert code == 2 and message in err and "Traceback" not in err
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("decoder", ["cross", "mae"])
+def test_an_encoder_alone_starts_the_encoder_and_leaves_the_decoder_fresh(
+    decoder, tiny, image_folder, tmp_path, capsys
+):
+    """A timm export (a ViT with a final norm): CrossMAE with fusion has no use for the
+    norm; MAE takes it. The decoder is the new run's own initialisation."""
+    name = "crossmae_vit_tiny_patch4_32" if decoder == "cross" else "mae_vit_tiny_patch4_32"
+    sizes = {"img_size": 16, "embed_dim": 32, "num_heads": 2, "depth": 2, "decoder_dim": 32,
+             "decoder_depth": 2, "decoder_heads": 2}  # fmt: skip
+    model = crossmae.create_model(name, **sizes)
+    with torch.no_grad():  # unlike the new run's initialisation, whatever its seed
+        for param in model.parameters():
+            param.add_(torch.randn_like(param), alpha=0.02)
+    crossmae.save_model(tmp_path / "ae.pth", model)
+    encoder = tmp_path / "encoder.safetensors"
+    assert main(["export", str(tmp_path / "ae.pth"), "--output", str(encoder)]) == 0
+    out_dir = tmp_path / "run"
+    code, out, err = _pretrain(capsys, *tiny, "--model", name, "--data", image_folder, *STILL,
+                               "--init-from", encoder, "--output-dir", out_dir)  # fmt: skip
+    assert code == 0, err
+    unused = "; not used: norm" if decoder == "cross" else ""
+    assert f"weights {encoder} (timm export): the encoder; fresh: decoder{unused}\n" in out
+    started = _weights(out_dir / "checkpoint.pth")
+    vit = crossmae.load_model(encoder).state_dict()
+    encoder = {k.removeprefix("encoder."): v for k, v in started.items() if "encoder." in k}
+    assert _same(encoder, {k: vit[k] for k in encoder})
+    assert ("norm.weight" in encoder) == (decoder == "mae")
+    source = _weights(tmp_path / "ae.pth")
+    assert not torch.allclose(started["decoder.pred.weight"], source["decoder.pred.weight"])
 
 
 def test_a_resumed_run_keeps_its_own_weights(tiny, image_folder, tmp_path, capsys):

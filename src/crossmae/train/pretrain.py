@@ -102,7 +102,7 @@ class Pretrainer:
         check_min_lr(cfg.min_lr, self.base_lr)
         self.module = MaskedAutoencoder(self.model_cfg)
         if initial is not None:
-            self.module.load_state_dict(initial.state_dict)
+            initial.load_into(self.module)
         self.module.to(self.device)
         self.model = self._wrap(self.module)
         groups = param_groups(self.module, cfg.weight_decay)
