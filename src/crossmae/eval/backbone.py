@@ -104,7 +104,7 @@ class LoadReport:
 def load_encoder(vit: VisionTransformer, backbone: Backbone) -> LoadReport:
     """Copy the backbone's weights into `vit`; only the head, fc_norm and norm may differ.
 
-    A different patch grid resamples the position embedding (bicubic, timm's); any other
+    A different patch grid resamples the position embedding (bicubic, MAE's); any other
     missing or mis-shaped weight means the checkpoint is not this encoder, and raises.
     """
     report = LoadReport([], [])
