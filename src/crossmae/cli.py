@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("crossmae.commands.finetune", "fine-tune an encoder as a ViT classifier"),
     "linprobe": ("crossmae.commands.linprobe", "linear probe on frozen features (MAE protocol)"),
     "knn": ("crossmae.commands.knn", "weighted kNN accuracy of frozen features"),
-    "evaluate": ("crossmae.commands.evaluate", "top-1 / top-5 of a fine-tuned classifier"),
+    "evaluate": ("crossmae.commands.evaluate", "top-1 / top-5 of a classifier (fine-tuned, probe)"),
     "visualize": ("crossmae.commands.visualize", "reconstruction / attention / fusion figures"),
     "profile": ("crossmae.commands.profile", "parameters, FLOPs, step speed and memory"),
     "plot": ("crossmae.commands.plot", "loss and learning-rate curves of a run"),

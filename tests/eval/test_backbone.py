@@ -1,6 +1,7 @@
 """Checkpoints of ours and the authors' as timm ViT classifiers, with honest load reports."""
 
 import argparse
+import re
 
 import pytest
 import torch
@@ -105,7 +106,10 @@ def test_authors_finetuned_checkpoint(tmp_path):
 
 def test_wrong_checkpoints_raise_one_sentence(tmp_path):
     torch.save({"format": "crossmae-linprobe", "head": {}}, tmp_path / "probe.pth")
-    with pytest.raises(CrossMAEError, match=r"training state.* the classifier\.pth it wrote"):
+    with pytest.raises(CrossMAEError, match=r"training state.* a finished probe writes its"):
+        load_backbone(tmp_path / "probe.pth")
+    (tmp_path / "classifier.pth").write_bytes(b"")  # the probe finished: name its file
+    with pytest.raises(CrossMAEError, match=re.escape(f"its classifier is {tmp_path}/classifier")):
         load_backbone(tmp_path / "probe.pth")
     torch.save({"format": "crossmae-later", "model": {}}, tmp_path / "later.pth")
     with pytest.raises(CrossMAEError, match="'crossmae-later' checkpoint, not a model to load"):

@@ -88,9 +88,9 @@ def test_a_timm_export_and_a_new_size_evaluate_too(two_class_tree, tmp_path):
     ("make", "extra", "message"),
     [
         (lambda: classifier_checkpoint(_classifier(), ["cat", "dog"]), [],
-         "not the ones the classifier was fine-tuned on (2: cat, dog)"),
+         "not the ones the classifier was trained on (2: cat, dog)"),
         (lambda: classifier_checkpoint(_classifier(), ["dark", "bright"]), [],  # reordered
-         "not the ones the classifier was fine-tuned on (2: dark, bright)"),
+         "not the ones the classifier was trained on (2: dark, bright)"),
         (lambda: {**classifier_checkpoint(_classifier(), CLASSES), "model": {
             k: v for k, v in _classifier().state_dict().items() if k != "head.bias"}}, [],
          "has no parameter 'head.bias'"),

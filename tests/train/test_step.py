@@ -59,6 +59,17 @@ def test_nonfinite_loss_skips_the_update_without_touching_weights():
     assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
+def test_a_short_group_of_micro_batches_is_refused_before_the_update():
+    """One micro-batch of two: scaled by 1/2 and, under DDP, never all-reduced."""
+    model, step = _setup(accum=2, sgd=True)
+    before = [p.detach().clone() for p in model.parameters()]
+    images, noise = torch.randn(4, 3, 32, 32), torch.rand(4, 64)
+    with pytest.raises(ValueError, match="got 1 micro-batches, not accum_iter=2"):
+        step([(images, noise)], lambda b: model(b[0], noise=b[1]).loss)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert all(p.grad is None for p in model.parameters())  # nothing left for the next step
+
+
 def test_fp16_overflow_is_a_skipped_step_but_leaves_stopping_to_the_scaler():
     """A finite loss whose scaled gradient overflows: the scaler skips the update and lowers
     its scale; the step is counted as skipped (not as good, with an inf norm in the mean)

@@ -137,10 +137,40 @@ def test_a_resumed_run_keeps_its_own_weights(tiny, image_folder, tmp_path, capsy
                "--resume", "auto"]  # fmt: skip
     assert _pretrain(capsys, *started, "--epochs", 1)[0] == 0
     after_one = _weights(run / "checkpoint.pth")
-    code, out, err = _pretrain(capsys, *started, "--epochs", 2, "--max-steps", 9)
+    assert not _same(after_one, _weights(source / "checkpoint.pth"))  # it trained on
+    code, out, err = _pretrain(
+        capsys, *started, "--epochs", 2, "--max-steps", 9, "--lr", 1e-12, "--weight-decay", 0
+    )  # one more step that moves nothing
     assert code == 0, err
-    assert "resumed" in out and "weights " not in out  # not the source's again
-    state = load_training_state(run / "checkpoint.pth")
-    assert state["global_step"] == 9
-    assert not _same(_weights(run / "checkpoint.pth"), _weights(source / "checkpoint.pth"))
-    assert not _same(_weights(run / "checkpoint.pth"), after_one)
+    assert "resumed" in out and "weights " not in out
+    assert load_training_state(run / "checkpoint.pth")["global_step"] == 9
+    assert _same(_weights(run / "checkpoint.pth"), after_one)  # its own, not the source's
+
+
+def test_an_image_size_given_as_a_pair_or_a_number_is_the_same(tiny, image_folder, tmp_path,
+                                                               capsys):  # fmt: skip
+    path = tmp_path / "pair.pth"
+    crossmae.save_model(path, crossmae.create_model(
+        "crossmae_vit_tiny_patch4_32", img_size=(16, 16), embed_dim=32, num_heads=2, depth=2,
+        decoder_dim=32, decoder_depth=2, decoder_heads=2))  # fmt: skip
+    code, _, err = _pretrain(capsys, *tiny, "--data", image_folder, *STILL, "--init-from", path,
+                             "--output-dir", tmp_path / "run")  # fmt: skip
+    assert code == 0, err
+    code, _, err = _pretrain(capsys, *tiny, "--img-size", 20, "--data", image_folder, *STILL,
+                             "--init-from", path, "--output-dir", tmp_path / "other")  # fmt: skip
+    assert code == 2 and "(img_size is [16, 16] there and [20, 20] here); pass --img-size 16" in err
+
+
+def test_settings_a_decoder_does_not_have_are_not_compared(image_folder, tmp_path, capsys):
+    """An MAE decoder has no fusion: its fusion settings shape nothing, whatever they say."""
+    sizes = {"img_size": 16, "embed_dim": 32, "num_heads": 2, "depth": 2, "decoder_dim": 32,
+             "decoder_depth": 2, "decoder_heads": 2}  # fmt: skip
+    mae = crossmae.create_model("mae_vit_tiny_patch4_32", **sizes, fusion_layers=[0])
+    crossmae.save_model(tmp_path / "mae.pth", mae)
+    overrides = [f"{k}={v}" for k, v in sizes.items()] + ["fusion=false"]
+    code, _, err = _pretrain(capsys, "--model", "mae_vit_tiny_patch4_32", "--model-overrides",
+                             *overrides, "--device", "cpu", "--no-tensorboard", "--num-workers",
+                             0, "--recon-every-epochs", 0, "--data", image_folder, *STILL,
+                             "--init-from", tmp_path / "mae.pth", "--output-dir",
+                             tmp_path / "run")  # fmt: skip
+    assert code == 0, err

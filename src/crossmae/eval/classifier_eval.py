@@ -1,5 +1,6 @@
-"""`crossmae evaluate`: a fine-tuned classifier's top-1 / top-5 with its own head, without
-training (MAE's `main_finetune.py --eval`): to check a released or an exported model."""
+"""`crossmae evaluate`: a classifier's top-1 / top-5 with its own head (fine-tuned, or a
+linear probe's classifier.pth), without training (MAE's `main_finetune.py --eval`): to
+check a released or an exported model."""
 
 from __future__ import annotations
 
@@ -117,7 +118,7 @@ def _check_classes(
         shown = ", ".join(classes[:4]) + (", ..." if len(classes) > 4 else "")
         raise CrossMAEError(
             f"the evaluation images' class folders are not the ones the classifier was "
-            f"fine-tuned on ({len(classes)}: {shown}); give it the same classes"
+            f"trained on ({len(classes)}: {shown}); give it the same classes"
         )
     if len(named) != outputs:
         raise CrossMAEError(

@@ -132,9 +132,12 @@ def read_model(path: str | Path) -> LoadedModel:
     if fmt == CLASSIFIER_FORMAT:
         return LoadedModel(*classifier_from_checkpoint(ckpt, f"checkpoint {path}"))
     if fmt == f"{FORMAT}-linprobe":  # the head and optimiser, to resume the probe
+        written = path.with_name("classifier.pth")
+        where = f"its classifier is {written}" if written.is_file() else (
+            "a finished probe writes its classifier as classifier.pth beside it (not for "
+            "'fused' features)")  # fmt: skip
         raise CrossMAEError(
-            f"{path} is a linear probe's training state, not a model to load or evaluate; "
-            "the probe's classifier is the classifier.pth it wrote beside it"
+            f"{path} is a linear probe's training state, not a model to load or evaluate; " + where
         )
     if isinstance(fmt, str) and fmt.startswith(FORMAT):
         raise CrossMAEError(f"{path} is a {fmt!r} checkpoint, not a model to load or evaluate")

@@ -126,7 +126,8 @@ def build_vit(
 def classifier_checkpoint(
     vit: VisionTransformer, classes: list[str] | None, **extra: Any
 ) -> dict[str, Any]:
-    """Our fine-tuned classifier format: enough to rebuild the timm ViT without guessing.
+    """Our classifier format (fine-tuned, or a probe's): enough to rebuild the timm ViT
+    without guessing.
     `classes` names its outputs; None where the data named none (tar shards' labels)."""
     return {
         "format": CLASSIFIER_FORMAT,
@@ -145,7 +146,9 @@ def classifier_from_checkpoint(
     """The classifier in a dict made by `classifier_checkpoint`, with its class names;
     `weights="ema"` takes the moving average a `--ema` fine-tune also kept."""
     if weights == "ema" and ckpt.get("ema") is None:
-        raise CrossMAEError(f"{what} has no EMA weights (it was fine-tuned without --ema)")
+        raise CrossMAEError(
+            f"{what} has no EMA weights (only `crossmae finetune --ema` keeps them)"
+        )
     try:
         arch = ViTArch.from_dict(ckpt["arch"])
         names = ckpt["classes"]

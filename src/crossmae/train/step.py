@@ -1,4 +1,4 @@
-"""One pretraining update: accumulate micro-batches, clip, skip non-finite updates, no sync.
+"""One optimizer update: accumulate micro-batches, clip, skip non-finite updates, no sync.
 
 Generic over the loss (the caller gives the micro-batch inputs and a function from an
 input to a scalar loss): pretraining, fine-tuning and the linear probe (`eval/loop.py`,
@@ -61,6 +61,7 @@ class OptimizerStep:
 
     def __call__(self, inputs: Iterable[T], loss_fn: Callable[[T], torch.Tensor]) -> StepResult:
         total = torch.zeros((), device=self.device)
+        count = 0
         for i, batch in enumerate(inputs):
             with self._gradient_sync(i == self.accum_iter - 1):
                 with autocast_context(self.device, self.precision):
@@ -68,6 +69,10 @@ class OptimizerStep:
                 scaled = loss / self.accum_iter
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             total += loss.detach().float()
+            count += 1
+        if count != self.accum_iter:  # a short group: the wrong scale, and under DDP no sync
+            self.optimizer.zero_grad(set_to_none=True)
+            raise ValueError(f"a step got {count} micro-batches, not accum_iter={self.accum_iter}")
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         norm = grad_norm(self.params, self.clip_grad)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
+from crossmae.data.transforms import size_pair
 from crossmae.errors import CrossMAEError
 from crossmae.models.autoencoder import MaskedAutoencoder
 from crossmae.models.checkpoint import read_model
@@ -83,8 +84,11 @@ def _check_same(theirs: dict[str, Any], ours: dict[str, Any], path: str | Path) 
     for key, value in ours.items():
         if key not in OBJECTIVE and theirs.get(key) != value:
             wanted = theirs.get(key)
-            fix = (f"add --model-overrides {key}={wanted}" if isinstance(wanted, int | float | str)
-                   else "choose the --model and --model-overrides it was built with")  # fmt: skip
+            fix = "choose the --model and --model-overrides it was built with"
+            if key == "img_size":  # --img-size overrides --model-overrides
+                fix = f"pass --img-size {wanted[0]}" if wanted[0] == wanted[1] else fix
+            elif isinstance(wanted, int | float | str):
+                fix = f"add --model-overrides {key}={wanted}"
             raise CrossMAEError(
                 f"--init-from {path} is another architecture ({key} is {wanted!r} there and "
                 f"{value!r} here); {fix}"
@@ -92,8 +96,17 @@ def _check_same(theirs: dict[str, Any], ours: dict[str, Any], path: str | Path) 
 
 
 def _architecture(config: AutoencoderConfig) -> dict[str, Any]:
-    """The settings that shape the weights, the fused blocks spelled out (None and [-1]
-    both mean every block, as the authors' `--use_fm -1`)."""
+    """The settings that shape the weights, spelled one way: the image size as a pair, the
+    fused blocks listed (None and [-1] both mean every block, as the authors' `--use_fm
+    -1`), and the fusion and self-attention settings only where the decoder has them."""
     out = config.to_dict()
-    out["fusion_layers"] = config.fusion_blocks
+    out["img_size"] = list(size_pair(config.img_size))
+    out["fusion"] = config.uses_fusion
+    if config.uses_fusion:
+        out["fusion_layers"] = config.fusion_blocks
+    else:
+        for key in ("fusion_layers", "fusion_input", "fusion_weights", "fusion_project"):
+            del out[key]
+    if config.decoder == "mae":
+        del out["decoder_self_attn"]
     return out
