@@ -44,9 +44,10 @@ def safe_torch_load(path: str | Path, mmap: bool = False) -> Any:
             "a checkpoint may hold only tensors, plain containers and argparse.Namespace"
         ) from None
     except Exception as err:  # a garbled pickle can raise almost anything (KeyError, ...)
+        detail = str(err).splitlines()[0].split(". ")[0] if str(err) else ""
+        said = f": {detail}" if re.search("[A-Za-z]{3}", detail) else ""  # not a bare '101'
         raise CrossMAEError(
-            f"{path} is not a readable PyTorch checkpoint (corrupt or truncated?): "
-            f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"
+            f"{path} is not a readable PyTorch checkpoint (corrupt or truncated?){said}"
         ) from None
 
 

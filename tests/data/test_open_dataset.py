@@ -170,3 +170,16 @@ def test_hidden_folders_and_files_are_neither_classes_nor_images(tmp_path):
     (tmp_path / "cat" / ".b.png").write_bytes((tmp_path / "cat" / "a.png").read_bytes())
     dataset = open_image_dataset(tmp_path)
     assert dataset.classes == ["cat", "dog"] and len(dataset) == 2
+
+
+def test_a_folder_without_splits_is_said_once_it_holds_images(tmp_path, real_jpegs, caplog):
+    """No val/: all of it is the val split, noted; an empty folder gets its error alone."""
+    write_classes(tmp_path / "flat", real_jpegs, per_class=1)
+    with caplog.at_level("WARNING"):
+        assert len(open_image_dataset(tmp_path / "flat", "val")) == 10
+    assert "has no 'val' folder; using all of it as the val split" in caplog.text
+    caplog.clear()
+    (tmp_path / "empty").mkdir()
+    with caplog.at_level("WARNING"), pytest.raises(CrossMAEError, match="found no images"):
+        open_image_dataset(tmp_path / "empty", "val")
+    assert caplog.text == ""

@@ -196,6 +196,29 @@ def test_an_fp16_run_resumes_with_its_loss_scale(command, authors, two_class_tre
     assert torch.load(last, weights_only=True)["scaler"]["scale"] == 256.0
 
 
+@pytest.mark.parametrize("command", [FINETUNE, PROBE], ids=["finetune", "linprobe"])
+def test_ctrl_c_says_where_the_last_epoch_is_and_how_to_go_on(
+    command, authors, two_class_tree, tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "run"
+    args = [*command, "--checkpoint", authors, "--data", two_class_tree, "--warmup-epochs", 1,
+            "--output-dir", out]  # fmt: skip
+    real_log_epoch = RunContext.log_epoch
+
+    def ctrl_c_after_the_first_epoch(self, *a):
+        real_log_epoch(self, *a)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(RunContext, "log_epoch", ctrl_c_after_the_first_epoch)
+        assert _run(*args) == 130
+    said = capsys.readouterr()
+    assert f"stopped; {out / 'checkpoint-last.pth'} holds the last finished epoch" in said.out
+    assert "--resume auto" in said.out and said.err.endswith("interrupted\n")
+    assert _run(*args, "--resume", "auto") == 0
+    assert len(json.loads((out / "results.json").read_text())["history"]) == 3
+
+
 def test_finetune_at_a_new_resolution_with_token_pooling(authors, tmp_path):
     out = tmp_path / "ft48"
     assert _run("finetune", "--checkpoint", authors, "--img-size", 48, "--global-pool", "token",

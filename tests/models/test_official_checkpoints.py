@@ -277,3 +277,18 @@ def test_an_encoder_whose_width_its_named_size_cannot_split_is_one_sentence(tmp_
                tmp_path / "ft.pth")  # fmt: skip
     with pytest.raises(CrossMAEError, match="64 wide, which 12 heads"):
         load_official_checkpoint(tmp_path / "ft.pth")
+
+
+def test_an_unreadable_file_is_named_with_the_first_sentence_of_the_cause(tmp_path):
+    (tmp_path / "hello.pth").write_text("hello\n")  # torch's cause: a bare '101'
+    with pytest.raises(CrossMAEError) as refused:
+        load_official_checkpoint(tmp_path / "hello.pth")
+    assert str(refused.value).endswith(
+        "is not a readable PyTorch checkpoint (corrupt or truncated?)"
+    )
+    real = (REFERENCE_DIR / "mae_npl.checkpoint.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(real[:300])
+    with pytest.raises(CrossMAEError) as refused:
+        load_official_checkpoint(tmp_path / "cut.pth")
+    message = str(refused.value)
+    assert message.endswith("failed finding central directory") and ". " not in message

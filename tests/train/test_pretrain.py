@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 import crossmae
@@ -47,6 +48,9 @@ def test_demo_run_writes_checkpoint_curve_and_reconstructions(tmp_path, capsys):
     assert height > 2 * width  # one row per image, 8 of them
     model = crossmae.load_model(out_dir / "checkpoint.pth")
     assert model.config.depth == 4 and model.config.embed_dim == 128
+    used = yaml.safe_load((out_dir / "config.yaml").read_text())  # what the demo left unset
+    assert (used["img_size"], used["mask_ratio"], used["prediction_ratio"]) == (32, 0.75, 0.25)
+    assert used["norm_pix_loss"] is True and used["in_memory"] is True
     state = load_training_state(out_dir / "checkpoint.pth")
     assert state["global_step"] == 8 and state["config"]["model"] == "crossmae_vit_tiny_patch4_32"
 
@@ -231,7 +235,10 @@ def test_a_run_that_fails_to_start_leaves_no_empty_folder(quiet, monkeypatch, tm
     (tmp_path / "data" / "train" / "cats").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
     assert "found no images in" in _error(capsys, *quiet, "--data", str(tmp_path / "data"))
-    assert not list((tmp_path / "runs").iterdir())
+    assert not (tmp_path / "runs").exists()
+    (tmp_path / "runs" / "earlier").mkdir(parents=True)  # a folder of other runs stays
+    assert "found no images in" in _error(capsys, *quiet, "--data", str(tmp_path / "data"))
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["earlier"]
 
 
 def test_an_interval_without_a_finite_step_logs_no_loss(tiny, image_folder, tmp_path, capsys):

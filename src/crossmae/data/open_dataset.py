@@ -58,11 +58,15 @@ def open_image_dataset(
         if root.suffix.lower() != ".tar":
             raise CrossMAEError(f"{root} is a file; give an image folder or .tar shards")
         return ShardImages([root], **shard_options)
-    root = _split_folder(root, split)
-    shards = sorted(p for p in root.glob("*.tar") if p.is_file())
+    folder = _split_folder(root, split)
+    shards = sorted(p for p in folder.glob("*.tar") if p.is_file())
     if shards:
-        return ShardImages(shards, description=str(root), **shard_options)
-    return FolderImages(root, **options)
+        dataset: Dataset = ShardImages(shards, description=str(folder), **shard_options)
+    else:
+        dataset = FolderImages(folder, **options)
+    if folder == root and split != "train":  # said once it holds images: no note before an error
+        log.warning("%s has no %r folder; using all of it as the %s split", root, split, split)
+    return dataset
 
 
 def _split_folder(root: Path, split: str) -> Path:
@@ -74,6 +78,4 @@ def _split_folder(root: Path, split: str) -> Path:
     present = [s for s in ("train", "val", "validation", "test") if (root / s).is_dir()]
     if present:
         raise CrossMAEError(f"split {split!r} not found in {root} (it has {', '.join(present)})")
-    if split != "train":
-        log.warning("%s has no %r folder; using all of it as the %s split", root, split, split)
     return root

@@ -55,7 +55,7 @@ class Progress:
 def finetune(s: FinetuneSettings) -> dict[str, Any]:
     """Run the recipe in `s`; returns (and writes as results.json) the final numbers."""
     found = resume_path(s.resume, s.run_dir("finetune") / LAST)  # before any work
-    with RunContext.start(s, s.run_dir("finetune")) as ctx:
+    with RunContext.start(s, s.run_dir("finetune")) as ctx, ctx.resumable(LAST):
         return _finetune(s, ctx, found)
 
 

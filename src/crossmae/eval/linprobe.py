@@ -112,7 +112,7 @@ class Probe:
 def linprobe(s: LinprobeSettings) -> dict[str, Any]:
     """Train the probe for `s.epochs`, evaluating every epoch; returns the result table."""
     found = resume_path(s.resume, s.run_dir("linprobe") / LAST)  # before any work
-    with RunContext.start(s, s.run_dir("linprobe")) as ctx:
+    with RunContext.start(s, s.run_dir("linprobe")) as ctx, ctx.resumable(LAST):
         return _linprobe(s, ctx, found)
 
 

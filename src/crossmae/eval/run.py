@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,18 @@ class RunContext:
     def save(self, obj: Any, name: str) -> None:
         if self.dist.is_main:
             atomic_torch_save(obj, self.output_dir / name)
+
+    @contextmanager
+    def resumable(self, last: str) -> Iterator[None]:
+        """On Ctrl-C, say that the last finished epoch is saved and how to go on from it
+        (the epoch under way is lost: the protocols checkpoint once an epoch)."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            if (self.output_dir / last).is_file():
+                self.say(f"stopped; {self.output_dir / last} holds the last finished epoch: "
+                         "run the same command with --resume auto to go on from it")  # fmt: skip
+            raise
 
     def finish(self, table: str, results: dict[str, Any], name: str) -> None:
         """Print the result table and write it as JSON into the output folder."""

@@ -23,7 +23,7 @@ from crossmae.models.autoencoder import MaskedAutoencoder
 from crossmae.models.config import AutoencoderConfig
 from crossmae.serialization import load_state_dict_strict
 from crossmae.train import checkpointing as ckpt
-from crossmae.train.batches import BatchSource, derive_seed, masking_noise
+from crossmae.train.batches import BatchSource, InMemorySource, derive_seed, masking_noise
 from crossmae.train.config import PretrainConfig
 from crossmae.train.data import TrainingData, open_training_data
 from crossmae.train.distributed import (
@@ -61,7 +61,9 @@ def pretrain(*layers: dict[str, Any], source: str = "") -> int:
         return Pretrainer(cfg, dist, state, path).run()
     except BaseException:
         if claimed and dist.is_main and not any(Path(claimed).iterdir()):
-            Path(claimed).rmdir()  # a run that failed to start leaves no empty folder
+            Path(claimed).rmdir()  # a run that failed to start leaves no empty folder,
+            if not any(Path(claimed).parent.iterdir()):
+                Path(claimed).parent.rmdir()  # nor an empty runs/
         raise
     finally:
         cleanup_distributed()
@@ -438,7 +440,8 @@ class Pretrainer:
             return
         cfg, c = self.cfg, self.model_cfg
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / CONFIG_YAML).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        (self.output_dir / CONFIG_YAML).write_text(yaml.safe_dump(self._settings_used(),
+                                                                  sort_keys=False))  # fmt: skip
         params = sum(p.numel() for p in self.module.parameters()) / 1e6
         gamma = f", γ {c.prediction_ratio}" if c.decoder == "cross" else ""
         processes = f"{self.dist.world_size} process{'es' if self.dist.distributed else ''}"
@@ -467,6 +470,16 @@ class Pretrainer:
             lines.append(f"weights {self.initial_weights}")
         for line in lines:
             self.logger.message(line)
+
+    def _settings_used(self) -> dict[str, Any]:
+        """The run's settings with the ones left to the model or the data (None: "the
+        model's", "auto") as they came out, so config.yaml says what the run used."""
+        c = self.model_cfg
+        size = c.img_size if isinstance(c.img_size, int) else list(c.img_size)
+        return self.cfg.to_dict() | {
+            "img_size": size, "mask_ratio": c.mask_ratio, "prediction_ratio": c.prediction_ratio,
+            "norm_pix_loss": c.norm_pix_loss, "in_memory": isinstance(self.source, InMemorySource),
+        }  # fmt: skip
 
     def _summary(self, report: str | None) -> None:
         records = [r for r in read_log(self.logger.path) if "loss" in r]
