@@ -59,3 +59,17 @@ def test_impossible_subsets_say_why():
 
     with pytest.raises(CrossMAEError, match="needs a folder data set, not shards"):
         random_subset(Stream(), 5, 0, "train")
+
+
+def test_asking_for_more_images_than_there_are_uses_all_and_says_so(caplog):
+    with caplog.at_level("WARNING"):
+        assert isinstance(random_subset(Numbers(), 100, 0, "train", "--train-images"), Numbers)
+    assert caplog.text == ""  # exactly all of them: nothing to say
+    with caplog.at_level("WARNING"):
+        everything = random_subset(Numbers(), 999_999, 0, "train", "--train-images")
+    assert isinstance(everything, Numbers) and len(everything) == 100
+    assert "--train-images 999,999 is more than the 100 train images there" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        random_subset(Numbers(), 999_999, 0, "kNN monitor's train")  # a cap, not a request
+    assert caplog.text == ""

@@ -40,7 +40,7 @@ def evaluate_classifier(s: ClassifierEvalSettings) -> dict[str, Any]:
         )  # fmt: skip
         _check_classes(evals, classes, vit.num_classes, s.num_classes)
         names = classes or getattr(evals, "classes", None) or list(map(str, range(vit.num_classes)))
-        evals = random_subset(evals, s.eval_images, s.seed, "evaluation")
+        evals = random_subset(evals, s.eval_images, s.seed, "evaluation", "--eval-images")
         loader = make_loader(evals, s.batch_size, ctx.dist, train=False, num_workers=s.num_workers)
         began = time.time()
         labels = CheckedLabels(loader, vit.num_classes, "as many as the classifier's outputs")

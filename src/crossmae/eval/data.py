@@ -70,8 +70,8 @@ def open_labeled_splits(
         raise CrossMAEError(f"{data} has no val/ or test/ split to evaluate on; give --eval-data")
     classes = _classes(train, evals, num_classes)
     return LabeledSplits(
-        random_subset(train, train_images, seed, "train"),
-        random_subset(evals, eval_images, seed, "evaluation"),
+        random_subset(train, train_images, seed, "train", "--train-images"),
+        random_subset(evals, eval_images, seed, "evaluation", "--eval-images"),
         len(classes),
         classes,
         named=getattr(train, "classes", None) is not None,

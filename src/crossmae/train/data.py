@@ -61,7 +61,7 @@ def open_training_data(
     dataset = open_image_dataset(cfg.data, "train", in_chans=chans, shuffle=True, seed=cfg.seed)
     name = getattr(dataset, "description", str(cfg.data))
     if cfg.train_images is not None:
-        dataset = random_subset(dataset, cfg.train_images, cfg.seed, "training")
+        dataset = random_subset(dataset, cfg.train_images, cfg.seed, "training", "--train-images")
         name = f"{name} (a random {len(dataset):,} of its images)"  # type: ignore[arg-type]
     if not is_map_style(dataset):
         if cfg.samples_per_epoch is None:
