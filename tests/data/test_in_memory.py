@@ -51,6 +51,20 @@ def test_from_dataset_fits_other_sizes_and_grey(tmp_path, random_image, encode):
     assert x.shape == (2, 1, 16, 12)
 
 
+def test_bad_files_are_left_out_not_held_twice(tmp_path, random_image, encode):
+    """Training replaces a bad image by the next good one; held in memory, that stand-in
+    would be a second copy of its neighbour for the whole run."""
+    good = [random_image(16, 16) for _ in range(4)]
+    for i, img in enumerate(good):
+        (tmp_path / f"{i}a.png").write_bytes(encode(img, "PNG"))
+    (tmp_path / "0b.png").write_bytes(b"not an image")
+    (tmp_path / "2b.png").write_bytes(b"")
+    dataset = open_image_dataset(tmp_path)
+    data = InMemoryImages.from_dataset(dataset, 16, device="cpu")
+    assert data.images.shape[0] == 4 and len(set(map(bytes, data.images.numpy()))) == 4
+    assert "skipped 2 of 6 files" in dataset.report() and dataset.replace_bad  # as it was
+
+
 def test_batches_are_deterministic_normalised_and_augmented(images):
     first, again, other = (epoch(images, seed, batch_size=8) for seed in (5, 5, 6))
     assert len(first) == images.num_batches(8) == 4

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from crossmae.data.decode import image_mode
 from crossmae.data.resized_crop import resized_crop, sample_resized_crops
+from crossmae.data.subset import underlying
 from crossmae.data.transforms import IMAGENET_MEAN, IMAGENET_STD, channel_stats, size_pair
 from crossmae.errors import CrossMAEError
 
@@ -28,7 +29,13 @@ class _ToUint8:
         self.size = size
         self.mode = mode
 
-    def __call__(self, items: list[tuple[Image.Image, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, items: list[tuple[Image.Image, int] | None]
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The batch without its bad images (None items); None if none was good."""
+        items = [item for item in items if item is not None]
+        if not items:
+            return None
         arrays = [np.asarray(self._fit(img)) for img, _ in items]
         images = torch.from_numpy(np.stack(arrays))
         images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
@@ -91,7 +98,15 @@ class InMemoryImages:
         # model's initial weights with the choice of data path
         loader = DataLoader(dataset, batch_size=256, num_workers=num_workers, collate_fn=collate,
                             generator=torch.Generator())  # fmt: skip
-        parts = list(loader)
+        base = underlying(dataset)
+        replaces = getattr(base, "replace_bad", None)
+        if replaces:  # a bad image is left out, not held twice (once for its stand-in)
+            base.replace_bad = False
+        try:
+            parts = [part for part in loader if part is not None]
+        finally:
+            if replaces:
+                base.replace_bad = replaces
         if not parts:
             raise CrossMAEError(f"{dataset!r} holds no images")
         images = torch.cat([p[0] for p in parts]).to(device)
