@@ -138,8 +138,9 @@ class PretrainConfig:
         "auto|PATH",
     )
     init_from: str | None = setting(
-        None, "start from this pretraining checkpoint's weights (ours or the authors', the same "
-        "architecture); the optimizer, schedule and epochs start afresh", RUN, "PATH",
+        None, "start from this checkpoint's weights (ours or the authors', of this architecture; "
+        "a ViT's give the encoder alone); the optimizer, schedule and epochs start afresh",
+        RUN, "PATH",
     )  # fmt: skip
     # checkpoints
     keep_every_epochs: int = setting(
