@@ -243,8 +243,9 @@ def main(argv: list[str] | None = None) -> int:
         write_results(summary, session)
         print(f"{name}: {result.status} in {result.seconds:.0f} s", flush=True)
         if name in ESSENTIAL and result.status != "finished":
-            print(f"gpu_session: the {name} phase did not finish; its log is "
-                  f"{args.out / result.log}", file=sys.stderr)  # fmt: skip
+            why = (f"did not finish; its log is {args.out / result.log}" if result.log
+                   else "had no time left to start; raise --budget")  # fmt: skip
+            print(f"gpu_session: the {name} phase {why}", file=sys.stderr)
             return 2
     return 0
 

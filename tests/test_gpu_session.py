@@ -90,16 +90,18 @@ def test_a_phase_past_its_deadline_is_stopped_and_the_session_goes_on(pack, tmp_
     assert (out / "speed.log").read_text().startswith("$ ")  # the command, then its output
 
 
-def test_an_essential_phase_cut_short_ends_the_session_with_one_sentence(pack, tmp_path):
-    """A budget that leaves the GPU check 1 s: nothing after it is started."""
+def test_an_essential_phase_without_time_ends_the_session_with_one_sentence(pack, tmp_path):
+    """A budget that is all copy margin: the GPU check cannot start, nor anything after it.
+    (A budget leaving the check a second made it 'cut' or, on a loaded machine, 'not
+    started': a test that depended on the clock.)"""
     out = tmp_path / "out"
-    done = session("--smoke", "--pack", str(pack), "--out", str(out), "--budget", "16")
+    done = session("--smoke", "--pack", str(pack), "--out", str(out), "--budget", "15")
     assert done.returncode == 2
     assert done.stderr.strip() == (
-        f"gpu_session: the check phase did not finish; its log is {out / 'check.log'}"
+        "gpu_session: the check phase had no time left to start; raise --budget"
     )
     phases = json.loads((out / "session.json").read_text())["phases"]
-    assert [(p["phase"], p["status"]) for p in phases] == [("check", "cut at its deadline")]
+    assert [(p["phase"], p["status"]) for p in phases] == [("check", "not started")]
 
 
 @pytest.mark.parametrize(
