@@ -50,7 +50,7 @@ from crossmae.eval.probe_head import FrozenEncoderProbe, LinearProbe
 from crossmae.eval.results import result_table
 from crossmae.eval.run import RunContext, check_same_checkpoint, resume_path, spent_seconds
 from crossmae.eval.settings import LinprobeSettings
-from crossmae.models.classifier import build_vit, classifier_checkpoint, fold_probe_head
+from crossmae.models.classifier import classifier_checkpoint, fold_probe_head
 from crossmae.serialization import load_state_dict_strict, safe_torch_load
 from crossmae.train.checkpointing import capture_rng
 from crossmae.train.optim import param_groups
@@ -224,10 +224,10 @@ def _save_classifier(probe: Probe, backbone: Backbone, s: LinprobeSettings,
     if s.features == "fused":
         ctx.say("no classifier file: 'fused' features come from the decoder, not a ViT")
         return None
-    extractor, _ = feature_extractor(backbone, s.features, s.image_size())
+    vit, _ = feature_extractor(backbone, s.features, s.image_size())  # the probe's own ViT
     head = {f"head.{k}": v.cpu() for k, v in probe.head.state_dict().items()}
-    vit = build_vit(backbone.arch, probe.num_classes, s.features, s.image_size())
-    load_state_dict_strict(vit, fold_probe_head(extractor.state_dict() | head), "the probe")
+    vit.reset_classifier(probe.num_classes)  # its head, then the probe's folded over it
+    load_state_dict_strict(vit, fold_probe_head(vit.state_dict() | head), "the probe")
     probe_of = {"checkpoint": str(s.checkpoint), "features": s.features, "epochs": s.epochs}
     ctx.save(classifier_checkpoint(vit, probe.classes, linear_probe=probe_of), CLASSIFIER)
     path = ctx.output_dir / CLASSIFIER
