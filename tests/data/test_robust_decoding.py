@@ -5,6 +5,7 @@ import os
 import struct
 import time
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from PIL import Image, ImageFile
 from torch.utils.data import DataLoader, Subset
 
 from crossmae.data import ImageSkipped, decode_image, eval_transform, open_image_dataset
-from crossmae.data.encoded import collate_good, without_stand_ins
+from crossmae.data.encoded import collate_good, decoded_images, without_stand_ins
 from crossmae.errors import CrossMAEError
 
 
@@ -66,6 +67,18 @@ def test_without_stand_ins_bad_items_are_left_out_of_the_batches(messy_folder, w
     batches = list(DataLoader(subset, batch_size=3, num_workers=workers, collate_fn=collate_good))
     assert sum(len(labels) for _, labels in batches) == 5  # the five convertible images
     assert ds.report() == EXPECTED_REPORT
+
+
+def test_decoded_images_counts_what_decoded_through_nested_subsets(messy_folder):
+    ds = open_image_dataset(messy_folder, transform=eval_transform(32))
+    names = [Path(ds.name(i)).name for i in range(len(ds))]
+    picked = [names.index(n) for n in ("corrupt.jpg", "rgba.png", "empty.jpg", "grey.jpg")]
+    nested = Subset(Subset(ds, picked), [1, 2, 3])  # rgba, empty, grey
+    assert decoded_images(nested) == 3  # nothing read yet: none known bad
+    list(DataLoader(ds, batch_size=3))
+    assert decoded_images(ds) == 5
+    assert decoded_images(nested) == 2
+    assert decoded_images(Subset(ds, picked[:1])) == 0
 
 
 def test_odd_modes_are_converted_faithfully(messy_folder):

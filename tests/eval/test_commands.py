@@ -64,6 +64,19 @@ def test_bad_evaluation_images_are_left_out_not_counted_twice(
     assert "evaluation images: skipped 2 of 22 files: 1 corrupt, 1 empty" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("command", ["finetune", "linprobe"])
+def test_results_count_the_training_images_that_decoded(command, ours, two_class_tree, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(two_class_tree, data)
+    (data / "train" / "dark" / "zz_junk.png").write_bytes(b"not an image")
+    (data / "train" / "bright" / "zz_truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    out = tmp_path / "out"
+    assert _run(command, "--checkpoint", ours, "--data", data, "--output-dir", out, *FAST,
+                "--batch-size", 62, "--epochs", 1, "--warmup-epochs", 0) == 0  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    assert results["train_images"] == 60  # of 62 files read: two were bad, and stood in for
+
+
 def test_knn_on_the_builtin_demo_set_with_token_features(authors, tmp_path):
     out = tmp_path / "knn"
     assert _run("knn", "--checkpoint", authors, "--features", "token", "--output-dir", out,

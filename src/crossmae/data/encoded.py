@@ -7,7 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Dataset, default_collate
+import torch
+from torch.utils.data import Dataset, IterableDataset, Subset, default_collate
 
 from crossmae.data.decode import DEFAULT_MAX_PIXELS, ImageSkipped, decode_image, image_mode
 from crossmae.data.skips import ItemStatus, WarnOnce, format_report
@@ -105,6 +106,22 @@ def without_stand_ins(dataset: Dataset) -> Dataset:
     if isinstance(base, EncodedImages):
         base.replace_bad = False
     return dataset
+
+
+def decoded_images(dataset: Dataset) -> int | None:
+    """How many of `dataset`'s items are good images, as far as this process has read them
+    (a bad one stood in for by the next good image is not counted); None for tar shards."""
+    if isinstance(dataset, IterableDataset):
+        return None
+    indices = None
+    while isinstance(dataset, Subset):
+        mapped = torch.as_tensor(dataset.indices)
+        indices = mapped if indices is None else mapped[indices]
+        dataset = dataset.dataset
+    if not isinstance(dataset, EncodedImages):
+        return len(dataset) if indices is None else len(indices)  # type: ignore[arg-type]
+    codes = dataset.status.codes if indices is None else dataset.status.codes[indices]
+    return int((codes == 0).sum())
 
 
 def collate_good(items: list[tuple[Any, int] | None]) -> Any:

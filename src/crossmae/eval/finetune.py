@@ -16,9 +16,9 @@ from timm.models.vision_transformer import VisionTransformer
 from timm.utils import ModelEmaV3
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import IterableDataset
 
 from crossmae.data import eval_transform
+from crossmae.data.encoded import decoded_images
 from crossmae.errors import CrossMAEError
 from crossmae.eval.augment import finetune_transform
 from crossmae.eval.backbone import load_backbone, load_encoder
@@ -128,7 +128,7 @@ def _finetune(s: FinetuneSettings, ctx: RunContext, found: Path | None) -> dict[
         "checkpoint": str(s.checkpoint),
         "encoder": backbone.description,
         "classes": splits.num_classes,
-        "train_images": None if isinstance(splits.train, IterableDataset) else len(splits.train),
+        "train_images": decoded_images(splits.train),
         "eval_images": final["images"],
         "global_pool": s.global_pool,
         "image_size": f"{size[0]}x{size[1]}",

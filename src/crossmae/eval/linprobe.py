@@ -23,9 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import IterableDataset
 
 from crossmae.data import eval_transform
+from crossmae.data.encoded import decoded_images
 from crossmae.errors import CrossMAEError
 from crossmae.eval.augment import probe_transform
 from crossmae.eval.backbone import Backbone, load_backbone
@@ -104,9 +104,15 @@ class Probe:
     test: Batches
     num_classes: int
     classes: list[str] | None  # the class folders' names (None: tar shards name none)
-    train_images: int | None  # None for tar shards, whose length is unknown
     notes: list[str]
     splits: LabeledSplits | None = None  # read during training (cached: read up front)
+
+    @property
+    def train_images(self) -> int | None:
+        """The images the head learned from (bad files left out; None for tar shards)."""
+        if isinstance(self.train, FeatureBatches):
+            return len(self.train.labels)
+        return decoded_images(self.splits.train) if self.splits else None
 
 
 def linprobe(s: LinprobeSettings) -> dict[str, Any]:
@@ -195,7 +201,7 @@ def _cached_probe(s: LinprobeSettings, backbone: Backbone, ctx: RunContext) -> P
     return Probe(
         head, head, FeatureBatches(train_x, train_y, s.batch_size, s.seed),
         FeatureBatches(test_x, test_y, s.batch_size), cached.num_classes, cached.classes,
-        len(train_y), notes,
+        notes,
     )  # fmt: skip
 
 
@@ -212,9 +218,7 @@ def _full_probe(s: LinprobeSettings, backbone: Backbone, ctx: RunContext) -> Pro
     model = DistributedDataParallel(probe, ctx.device_ids) if ctx.dist.distributed else probe
     train, test = protocol_batches(splits, s, ctx.dist)
     notes = report.lines() if report else []
-    size = None if isinstance(splits.train, IterableDataset) else len(splits.train)
-    return Probe(head, model, train, test, splits.num_classes, splits.class_names, size, notes,
-                 splits)  # fmt: skip
+    return Probe(head, model, train, test, splits.num_classes, splits.class_names, notes, splits)
 
 
 def _save_classifier(probe: Probe, backbone: Backbone, s: LinprobeSettings,
