@@ -228,7 +228,7 @@ def _save_classifier(probe: Probe, backbone: Backbone, s: LinprobeSettings,
     if s.features == "fused":
         ctx.say("no classifier file: 'fused' features come from the decoder, not a ViT")
         return None
-    vit, _ = feature_extractor(backbone, s.features, s.image_size())  # the probe's own ViT
+    vit, _ = feature_extractor(backbone, s.features, s.image_size())  # a ViT like the one probed
     head = {f"head.{k}": v.cpu() for k, v in probe.head.state_dict().items()}
     vit.reset_classifier(probe.num_classes)  # its head, then the probe's folded over it
     load_state_dict_strict(vit, fold_probe_head(vit.state_dict() | head), "the probe")
