@@ -15,8 +15,11 @@ local/ would count against the 64 MiB too), with a device timeout a little above
 It runs from the working tree without an install (src/ goes on the children's PYTHONPATH),
 and runs its phases one after another, each a child process with its own log in --out:
 
-- check: one tiny training step on the device (`crossmae profile`), so a missing package
-  or a broken GPU costs seconds, not the session;
+- check: one tiny bf16 training step on the device (`crossmae profile --amp`), so a missing
+  package or a broken GPU costs seconds, not the session;
+- compile: torch.compile of a small function on the device, forward and backward; if the
+  compiler tool chain is broken, the later phases run eager (`--no-compile`) rather than
+  fail after minutes of compiling;
 - data: unpack the CIFAR-10 pack;
 - speed: benchmarks/throughput.py (ViT-B/16 by default, batch 256, bf16, MAE and CrossMAE
   γ = 0.25 / 0.75, eager and compiled; the JPEG pipeline per core) -> throughput.json;
@@ -26,7 +29,7 @@ and runs its phases one after another, each a child process with its own log in 
   not the checkpoints).
 
 What comes back from the device is at most 8 files, none deeper than two folders, so --out
-holds 7: session.json, throughput.json, the four phase logs and representation.tar.gz.
+holds 8: session.json, throughput.json, the five phase logs and representation.tar.gz.
 
 A phase still running at its deadline is stopped (SIGTERM, then SIGKILL); both benchmarks
 write as they go, so what it measured comes back, and the pretraining logs say how long an
@@ -61,11 +64,23 @@ from crossmae.eval.results import write_results  # noqa: E402
 REPRESENTATION_ARCHIVE = "representation.tar.gz"
 REPRESENTATION_FILES = (
     "representation.json", "representation.md", "representation.png", "*/result.json",
+    "*/probed.json",
     "*/pretrain.json", "*/pretrain.yaml", "*/pretrain/log.jsonl",
 )  # fmt: skip
 STOP_GRACE_S = 15  # after SIGTERM: a pretraining finishes its step and saves
 COPY_MARGIN_S = 15  # kept after the last phase for copying results and the summary
 ESSENTIAL = ("check", "data")  # without these the later phases cannot run
+COMPILED = ("speed", "representation")  # the phases that run eager if "compile" failed
+# The compile phase: Triton (GPU) or a C++ compiler (CPU) behind torch.compile, and the
+# one package that building the CLI does not import (the benchmarks draw with it).
+COMPILE_CHECK = """
+import sys, matplotlib, torch
+f = torch.compile(lambda x: (x.sin() * x).sum())
+x = torch.randn(256, device=sys.argv[1], requires_grad=True)
+f(x).backward()
+assert torch.allclose(x.grad, x.detach().cos() * x.detach() + x.detach().sin(), atol=1e-5)
+print("torch.compile works on", sys.argv[1])
+"""
 
 
 @dataclass
@@ -118,7 +133,8 @@ def plan(args: argparse.Namespace, data: Path) -> list[tuple[str, list[str], flo
     python = sys.executable
     device = "cpu" if args.smoke else "cuda"
     check = [python, "-m", "crossmae", "profile", "--model", "crossmae_vit_tiny_patch4_32",
-             "--device", device, "--steps", "2", "--batch-size", "8"]  # fmt: skip
+             "--device", device, "--steps", "2", "--batch-size", "8", "--amp"]  # fmt: skip
+    compile_check = [python, "-c", COMPILE_CHECK, device]
     unpack = [python, str(ROOT / "scripts" / "pack_jpeg_folder.py"), "unpack", str(args.pack),
               str(data)]  # fmt: skip
     speed = [python, str(ROOT / "benchmarks" / "throughput.py"), "--data", str(data / "train"),
@@ -136,8 +152,10 @@ def plan(args: argparse.Namespace, data: Path) -> list[tuple[str, list[str], flo
     else:
         representation += ["--device", "cuda", "--epochs", str(args.epochs),
                            "--curve-points", str(args.curve_points),
+                           "--probe-epochs", str(args.probe_epochs),
                            "--finetune-epochs", str(args.finetune_epochs)]  # fmt: skip
-    return [("check", check, 120.0), ("data", unpack, 120.0), ("speed", speed, args.speed_seconds),
+    return [("check", check, 120.0), ("compile", compile_check, 120.0), ("data", unpack, 120.0),
+            ("speed", speed, args.speed_seconds),
             ("representation", representation, float("inf"))]  # fmt: skip
 
 
@@ -188,8 +206,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="results land here ($OUT)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/gpu_session"),
                         help="unpacked data and checkpoints (not copied back)")  # fmt: skip
-    parser.add_argument("--budget", type=float, default=510.0,
-                        help="seconds for all phases (a device command: 600 at most)")  # fmt: skip
+    parser.add_argument("--budget", type=float, default=560.0,
+                        help="seconds for all phases (a device command: 600 at most, so give "
+                        "the device call a timeout of 600)")  # fmt: skip
     parser.add_argument("--speed-seconds", type=float, default=210.0,
                         help="cap of the speed phase; representation gets the rest")  # fmt: skip
     parser.add_argument("--sizes", nargs="+", default=["base"], help="throughput.py --sizes")
@@ -199,6 +218,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="representation.py --methods, pretrained in this order")  # fmt: skip
     parser.add_argument("--epochs", type=int, default=20, help="representation pretraining epochs")
     parser.add_argument("--curve-points", type=int, default=1)
+    parser.add_argument(
+        "--probe-epochs",
+        type=int,
+        default=90,
+        help="the cached linear probe's epochs (the MAE protocol's 90)",
+    )
     parser.add_argument("--finetune-epochs", type=int, default=5,
                         help="the short fine-tune's epochs (augmented on CPUs: slow)")  # fmt: skip
     parser.add_argument("--phases", nargs="+", choices=["speed", "representation"],
@@ -230,14 +255,18 @@ def main(argv: list[str] | None = None) -> int:
     summary = args.out / "session.json"
     write_results(summary, session)
     for name, command, cap in plan(args, data):
-        if name not in ESSENTIAL and name not in args.phases:
+        if name not in ESSENTIAL and name not in (*args.phases, "compile"):
             continue
+        if name in COMPILED and not session.get("compiled", True):
+            command = [*command, "--no-compile"]
         left = deadline - time.monotonic() - COPY_MARGIN_S
         if left <= 0:
             result = PhaseResult(name, "not started", 0.0, "")
         else:
             result = run_phase(name, command, min(cap, left), args.out)
         session["phases"].append(asdict(result))
+        if name == "compile":
+            session["compiled"] = result.status == "finished"
         if name == "representation":
             session["packed"] = pack_representation(args.work, args.out)
         write_results(summary, session)

@@ -4,7 +4,10 @@ Each method pretrains the same ViT-Tiny (patch 4, 32 px) for the same epochs wit
 recipe in configs/ (`cifar10_*.yaml`), then its final checkpoint is evaluated with kNN, a
 linear probe on cached features and a short fine-tune (configs/linprobe_cifar10.yaml,
 configs/finetune_cifar10.yaml) on the test split, final epoch only. Checkpoints kept along
-the way give the curve of kNN / probe accuracy against pretraining wall time.
+the way give the curve of kNN / probe accuracy against pretraining wall time. Every method
+pretrains first, then every method is probed, then fine-tuned, so that a run cut short
+compares the methods as far as it went. "after step 1 min" is the pretraining time less
+its set-up and first step (where torch.compile compiles).
 
 GPU (bf16, compiled, images held on the GPU); one method per call fits a 10-minute slot,
 and the table is rebuilt from every result already in --output-dir. The same command
@@ -60,6 +63,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 RESULT = "result.json"
 FIGURE = "representation.png"
 PRETRAINED = "pretrain.json"  # pretraining's wall time, speed, memory, kept epochs
+PROBED = "probed.json"  # that, and kNN / probe accuracy along the curve: all but the fine-tune
 
 
 @dataclass(frozen=True)
@@ -119,8 +123,9 @@ def data_settings(args: argparse.Namespace, seed: int) -> dict[str, Any]:
 def pretrain_method(method: Method, args: argparse.Namespace, seed: int, out: Path) -> dict:
     """`crossmae pretrain --resume auto` with the method's recipe in a child process, as a
     user runs it: the run's wall time from setup to its final checkpoint (summed over
-    resumes; the interpreter's start-up is not in it), images/s (median of the log's),
-    peak memory and the kept epochs."""
+    resumes; the interpreter's start-up is not in it), the part of it after the first step
+    (set-up and compilation done), images/s (median of the log's), peak memory and the kept
+    epochs."""
     recipe = read_yaml(CONFIGS / method.recipe)
     keep = max(1, args.epochs // args.curve_points)
     settings = {
@@ -156,8 +161,10 @@ def pretrain_method(method: Method, args: argparse.Namespace, seed: int, out: Pa
     gpu = [r["gpu_mem_gib"] for r in records if "gpu_mem_gib" in r]
     host = [r["host_mem_gib"] for r in records if "host_mem_gib" in r]
     flops = count_flops(config)
+    steps = [r["seconds"] for r in records if "loss" in r]
     return {
         "pretrain_seconds": round(seconds, 1),
+        "after_first_step_seconds": round(steps[-1] - steps[0], 1),
         "images_per_s": statistics.median(speeds),
         "decoder_gflops_per_image": flops["decoder"].total / 1e9,
         "encoder_gflops_per_image": flops["encoder"].total / 1e9,
@@ -178,29 +185,30 @@ def _kept_epochs(records: list[dict], keep: int, epochs: int) -> list[dict]:
     return [{"epoch": e, "seconds": round(ends[e], 1)} for e in kept]
 
 
-def evaluate(
-    checkpoint: Path, args: argparse.Namespace, seed: int, out: Path, *, full: bool
-) -> dict[str, Any]:
-    """kNN and cached linear probe; with `full`, the short fine-tune too (top-1, final epoch)."""
+def probe_scores(checkpoint: Path, args: argparse.Namespace, seed: int, out: Path) -> dict:
+    """kNN and cached linear probe top-1 (final epoch) of one checkpoint."""
     common = {"checkpoint": str(checkpoint), **data_settings(args, seed)}
-    trained = {**common, "resume": "auto"}  # a probe or fine-tune cut short goes on from there
     knn = knn_eval(build_dataclass(KnnSettings, common, {
         "batch_size": 512, "output_dir": str(out / "knn")}).validate())  # fmt: skip
     probe_recipe = read_yaml(CONFIGS / "linprobe_cifar10.yaml")
-    probe = linprobe(build_dataclass(LinprobeSettings, probe_recipe, trained, {
+    probe = linprobe(build_dataclass(LinprobeSettings, probe_recipe, common, {
         "epochs": args.probe_epochs, "warmup_epochs": args.probe_epochs / 9,
-        "tensorboard": False, "output_dir": str(out / "linprobe")}).validate())  # fmt: skip
-    result = {"knn_top1": knn["top1"], "linprobe_top1": probe["top1"]}
-    if full:
-        recipe = read_yaml(CONFIGS / "finetune_cifar10.yaml")
-        if args.finetune_batch_size:
-            recipe["batch_size"] = args.finetune_batch_size
-        tuned = finetune(build_dataclass(FinetuneSettings, recipe, trained, {
-            "epochs": args.finetune_epochs, "warmup_epochs": args.finetune_epochs / 20,
-            "tensorboard": False, "log_every": args.log_every,
-            "output_dir": str(out / "finetune")}).validate())  # fmt: skip
-        result |= {"finetune_top1": tuned["top1"], "finetune_seconds": tuned["train_seconds"]}
-    return result
+        "tensorboard": False, "resume": "auto",  # a probe cut short goes on from there
+        "output_dir": str(out / "linprobe")}).validate())  # fmt: skip
+    return {"knn_top1": knn["top1"], "linprobe_top1": probe["top1"]}
+
+
+def finetune_scores(checkpoint: Path, args: argparse.Namespace, seed: int, out: Path) -> dict:
+    """The short fine-tune's top-1 (final epoch) and time."""
+    recipe = read_yaml(CONFIGS / "finetune_cifar10.yaml")
+    if args.finetune_batch_size:
+        recipe["batch_size"] = args.finetune_batch_size
+    tuned = finetune(build_dataclass(FinetuneSettings, recipe, data_settings(args, seed), {
+        "checkpoint": str(checkpoint), "epochs": args.finetune_epochs,
+        "warmup_epochs": args.finetune_epochs / 20, "tensorboard": False,
+        "log_every": args.log_every, "resume": "auto",  # cut short: it goes on from there
+        "output_dir": str(out / "finetune")}).validate())  # fmt: skip
+    return {"finetune_top1": tuned["top1"], "finetune_seconds": tuned["train_seconds"]}
 
 
 def method_folder(args: argparse.Namespace, key: str, seed: int) -> Path:
@@ -217,28 +225,38 @@ def ensure_pretrained(method: Method, args: argparse.Namespace, seed: int) -> di
     return pretrained
 
 
+def probe_method(method: Method, args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    """Pretrain (unless done), then kNN and the probe at every kept checkpoint (unless done);
+    the last checkpoint's scores are the method's."""
+    out = method_folder(args, method.key, seed)
+    for done in (RESULT, PROBED):
+        if (out / done).exists():
+            return json.loads((out / done).read_text())
+    result: dict[str, Any] = {"method": method.label, "key": method.key, "seed": seed}
+    result |= ensure_pretrained(method, args, seed)
+    print(f"{method.label}, seed {seed}: pretrained in {out}, probing", flush=True)
+    curve = []
+    kept = result.pop("kept_epochs")
+    for point in kept:
+        name = LATEST if point is kept[-1] else epoch_checkpoint_name(point["epoch"])
+        scores = probe_scores(out / "pretrain" / name, args, seed, out / f"epoch{point['epoch']}")
+        curve.append({**point, **scores})
+    result |= scores | {"curve": curve}  # the last checkpoint's scores
+    write_results(out / PROBED, result)
+    return result
+
+
 def run_method(method: Method, args: argparse.Namespace, seed: int) -> dict[str, Any]:
-    """Pretrain (unless done), evaluate every kept checkpoint (kNN, probe) and the last one
-    fully."""
+    """The method's whole result: `probe_method`'s, then the fine-tune of its last
+    checkpoint (unless done)."""
     out = method_folder(args, method.key, seed)
     if (out / RESULT).exists():
         print(f"{method.label}, seed {seed}: already in {out / RESULT}, kept", flush=True)
         return json.loads((out / RESULT).read_text())
-    result: dict[str, Any] = {"method": method.label, "key": method.key, "seed": seed}
-    result |= ensure_pretrained(method, args, seed)
-    print(f"{method.label}, seed {seed}: pretrained in {out}, evaluating", flush=True)
-    curve = []
-    kept = result.pop("kept_epochs")
-    for point in kept:
-        last = point is kept[-1]
-        name = LATEST if last else epoch_checkpoint_name(point["epoch"])
-        scores = evaluate(out / "pretrain" / name, args, seed, out / f"epoch{point['epoch']}",
-                          full=last)  # fmt: skip
-        curve.append({**point, "knn_top1": scores["knn_top1"],
-                      "linprobe_top1": scores["linprobe_top1"]})  # fmt: skip
-        if last:
-            result |= scores
-    result["curve"] = curve
+    result = probe_method(method, args, seed)
+    last = result["curve"][-1]["epoch"]
+    print(f"{method.label}, seed {seed}: fine-tuning", flush=True)
+    result |= finetune_scores(out / "pretrain" / LATEST, args, seed, out / f"epoch{last}")
     write_results(out / RESULT, result)
     return result
 
@@ -247,13 +265,17 @@ def markdown(results: list[dict[str, Any]]) -> str:
     columns = {  # heading: (key, format)
         "method": ("method", "{}"), "seed": ("seed", "{}"), "kNN": ("knn_top1", "{:.2f}"),
         "linear probe": ("linprobe_top1", "{:.2f}"), "fine-tune": ("finetune_top1", "{:.2f}"),
-        "pretrain min": ("pretrain_minutes", "{:.1f}"), "images/s": ("images_per_s", "{:.0f}"),
+        "pretrain min": ("pretrain_minutes", "{:.1f}"),
+        "after step 1 min": ("after_first_step_minutes", "{:.1f}"),
+        "images/s": ("images_per_s", "{:.0f}"),
         "decoder GFLOPs/img": ("decoder_gflops_per_image", "{:.4f}"),
         "peak memory GiB": ("peak_memory_gib", "{:.2f}"),
     }  # fmt: skip
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in results:
         r = {**r, "pretrain_minutes": r["pretrain_seconds"] / 60}
+        if "after_first_step_seconds" in r:  # results from before it was recorded lack it
+            r["after_first_step_minutes"] = r["after_first_step_seconds"] / 60
         cells = [fmt.format(r[key]) if r.get(key) is not None else "—"
                  for key, fmt in columns.values()]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
@@ -319,8 +341,9 @@ def collect(output_dir: Path) -> list[dict[str, Any]]:
     results = []
     for folder in output_dir.glob("*-seed*"):
         key, seed = folder.name.rsplit("-seed", 1)
-        if (folder / RESULT).exists():
-            results.append(json.loads((folder / RESULT).read_text()))
+        evaluated = next((folder / f for f in (RESULT, PROBED) if (folder / f).exists()), None)
+        if evaluated is not None:
+            results.append(json.loads(evaluated.read_text()))
         elif (folder / PRETRAINED).exists() and key in METHODS:
             pretrained = json.loads((folder / PRETRAINED).read_text())
             pretrained.pop("kept_epochs", None)
@@ -399,14 +422,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     runs = [(METHODS[key], seed) for seed in args.seeds for key in args.methods]
     try:
-        # Every pretraining first: a run cut short still compares the methods' time, speed
-        # and memory; then the evaluations, the report rewritten after each step.
-        for method, seed in runs:
-            ensure_pretrained(method, args, seed)
-            write_report(args, argv)
-        for method, seed in runs:
-            run_method(method, args, seed)
-            write_report(args, argv)
+        # Every pretraining first, then every kNN and probe, then the fine-tunes: a run cut
+        # short still compares the methods as far as it went, the report rewritten each step.
+        for stage in (ensure_pretrained, probe_method, run_method):
+            for method, seed in runs:
+                stage(method, args, seed)
+                write_report(args, argv)
     except CrossMAEError as err:
         print(f"representation benchmark: error: {err}", file=sys.stderr)
         return 2

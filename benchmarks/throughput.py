@@ -62,7 +62,7 @@ def model_rows(args: argparse.Namespace, save: Callable[[list[dict]], None]) -> 
     compile failure) records its error and the sweep goes on."""
     rows: list[dict[str, Any]] = []
     sizes = ["tiny"] if args.smoke else args.sizes
-    modes = [False] if args.smoke else [False, True]
+    modes = [False, True] if args.compile and not args.smoke else [False]
     methods = {size: [(method, config, count_flops(config))
                       for method, config in method_configs(size, args.smoke)]
                for size in sizes}  # fmt: skip
@@ -158,6 +158,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--peak-tflops", type=float, default=989.0)
+    parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time each model torch.compile'd (not in --smoke)",
+    )
     parser.add_argument("--data", help="a folder of real JPEGs for the data-pipeline row")
     parser.add_argument("--data-images", type=int, default=2000)
     parser.add_argument("--json", help="write the results here")

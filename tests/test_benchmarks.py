@@ -142,41 +142,73 @@ def test_throughput_measures_every_eager_row_before_any_compiled_one_and_data_fi
     monkeypatch.setattr(throughput, "measure_step", measure)
     monkeypatch.setattr(throughput.torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(throughput.torch.cuda, "get_device_name", lambda: "a test GPU")
-    throughput.main(["--device", "cuda", "--sizes", "small", "base", "--data",
-                     str(jpeg_folder(tmp_path, 3)), "--data-images", "3",
-                     "--json", str(tmp_path / "t.json")])  # fmt: skip
-    assert order == [(384, False)] * 3 + [(768, False)] * 3 + [(384, True)] * 3 + [(768, True)] * 3
+    argv = [
+        "--device",
+        "cuda",
+        "--sizes",
+        "small",
+        "base",
+        "--data",
+        str(jpeg_folder(tmp_path, 3)),
+        "--data-images",
+        "3",
+        "--json",
+        str(tmp_path / "t.json"),
+    ]
+    throughput.main(argv)
+    eager = [(384, False)] * 3 + [(768, False)] * 3
+    assert order == eager + [(384, True)] * 3 + [(768, True)] * 3
+    order.clear()
+    throughput.main([*argv, "--no-compile"])  # what a session with a broken compiler asks
+    assert order == eager
 
 
-def test_representation_pretrains_every_method_before_evaluating_any(tmp_path, monkeypatch):
-    """A phase cut during the evaluations still compares the methods' pretraining; the
-    report, rewritten after each step, lists a pretrained method without its accuracies."""
+def test_representation_pretrains_then_probes_every_method_before_any_fine_tune(
+    tmp_path, monkeypatch
+):
+    """A phase cut during the evaluations still compares the methods as far as it went:
+    every pretraining, then every kNN and probe, then the fine-tunes; the report, rewritten
+    after each step, lists each method with what it has so far."""
     representation = import_benchmark("representation")
     calls = []
+
+    def report() -> str:
+        return (tmp_path / "rep" / "representation.md").read_text()
 
     def pretrain(method, args, seed, out):
         calls.append(("pretrain", method.key))
         out.mkdir(parents=True, exist_ok=True)
-        return {"pretrain_seconds": 60.0, "images_per_s": 900.0, "peak_memory_gib": 1.0,
+        return {"pretrain_seconds": 60.0, "after_first_step_seconds": 30.0,
+                "images_per_s": 900.0, "peak_memory_gib": 1.0,
                 "kept_epochs": [{"epoch": 1, "seconds": 60.0}]}  # fmt: skip
 
-    def evaluate(checkpoint, args, seed, out, *, full):
-        calls.append(("evaluate", out.parent.name))
+    def probe(checkpoint, args, seed, out):
+        calls.append(("probe", out.parent.name))
         if out.parent.name.startswith("crossmae"):
-            report = (tmp_path / "rep" / "representation.md").read_text()
-            assert "| MAE | 0 | 10.00 |" in report  # MAE's accuracies, already written
-            assert "| CrossMAE γ=0.25 | 0 | — | — | — | 1.0 | 900 |" in report
+            assert "| MAE | 0 | 10.00 | 20.00 | — | 1.0 | 0.5 | 900 |" in report()
+            assert "| CrossMAE γ=0.25 | 0 | — | — | — | 1.0 | 0.5 | 900 |" in report()
+        return {"knn_top1": 10.0, "linprobe_top1": 20.0}
+
+    def finetune(checkpoint, args, seed, out):
+        calls.append(("finetune", out.parent.name))
+        if out.parent.name.startswith("crossmae"):
+            assert "| MAE | 0 | 10.00 | 20.00 | 30.00 | 1.0 |" in report()
+            assert "| CrossMAE γ=0.25 | 0 | 10.00 | 20.00 | — | 1.0 |" in report()
             raise CrossMAEError("cut")
-        return {"knn_top1": 10.0, "linprobe_top1": 20.0, "finetune_top1": 30.0}
+        return {"finetune_top1": 30.0, "finetune_seconds": 5.0}
 
     monkeypatch.setattr(representation, "pretrain_method", pretrain)
-    monkeypatch.setattr(representation, "evaluate", evaluate)
+    monkeypatch.setattr(representation, "probe_scores", probe)
+    monkeypatch.setattr(representation, "finetune_scores", finetune)
     code = representation.main(["--methods", "mae", "crossmae-0.25", "--epochs", "1",
                                 "--curve-points", "1", "--device", "cpu",
                                 "--output-dir", str(tmp_path / "rep")])  # fmt: skip
     assert code == 2
-    assert calls == [("pretrain", "mae"), ("pretrain", "crossmae-0.25"),
-                     ("evaluate", "mae-seed0"), ("evaluate", "crossmae-0.25-seed0")]  # fmt: skip
+    assert calls == [(stage, name) for stage, names in (
+        ("pretrain", ["mae", "crossmae-0.25"]),
+        ("probe", ["mae-seed0", "crossmae-0.25-seed0"]),
+        ("finetune", ["mae-seed0", "crossmae-0.25-seed0"]),
+    ) for name in names]  # fmt: skip
 
 
 @pytest.mark.slow
@@ -201,6 +233,7 @@ def test_representation_smoke_mode_then_rerun_keeps_results(tmp_path):
                  "linprobe_top1": probe["top1"]}  # fmt: skip
         assert r["curve"] == [point]
         assert 0 < r["curve"][0]["seconds"] <= r["pretrain_seconds"]
+        assert 0 < r["after_first_step_seconds"] < r["pretrain_seconds"]
         assert r["images_per_s"] > 0 and r["peak_memory_gib"] > 0
         assert (run_dir / "pretrain" / "checkpoint.pth").is_file()
     decoder = [r["decoder_gflops_per_image"] for r in results]
@@ -215,15 +248,21 @@ def test_representation_smoke_mode_then_rerun_keeps_results(tmp_path):
     assert "MAE, seed 0: already in" in again.stdout
     assert json.loads((out / "representation.json").read_text())["results"] == results
 
-    # An evaluation cut short (no result yet) evaluates again on the same pretraining, here
-    # with a smaller fine-tune batch.
+    # A fine-tune cut short (probed, no result yet) fine-tunes again on the same pretraining,
+    # here with a smaller batch; then one cut before its probe probes again too.
     mae_dir = out / "mae-seed0"
     checkpoint_written = (mae_dir / "pretrain" / "checkpoint.pth").stat().st_mtime_ns
     (mae_dir / "result.json").unlink()
     resumed = run("representation.py", "--smoke", "--output-dir", str(out), "--methods", "mae",
                   "--finetune-batch-size", "64")  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
-    assert f"MAE, seed 0: pretrained in {mae_dir}, evaluating" in resumed.stdout
+    assert "MAE, seed 0: fine-tuning" in resumed.stdout and "probing" not in resumed.stdout
+    (mae_dir / "result.json").unlink()
+    (mae_dir / "probed.json").unlink()
+    resumed = run("representation.py", "--smoke", "--output-dir", str(out), "--methods", "mae",
+                  "--finetune-batch-size", "64")  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"MAE, seed 0: pretrained in {mae_dir}, probing" in resumed.stdout
     assert (mae_dir / "pretrain" / "checkpoint.pth").stat().st_mtime_ns == checkpoint_written
     redone = json.loads((mae_dir / "result.json").read_text())
     for key in ("pretrain_seconds", "images_per_s", "peak_memory_gib"):
@@ -288,6 +327,8 @@ def test_representation_smoke_defaults_and_explicit_epochs():
     longer = parse_args(["--smoke", "--epochs", "2", "--curve-points", "2"])
     assert (longer.epochs, longer.curve_points) == (2, 2)
     assert (parse_args([]).epochs, parse_args([]).curve_points) == (100, 4)
+    assert parse_args(["--device", "cuda"]).compile is True
+    assert parse_args(["--device", "cuda", "--no-compile"]).compile is False  # gpu_session's
 
 
 def written_pretrain_settings(rep, key: str, tmp_path) -> dict:

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from test_benchmarks import BENCHMARKS, ONE_THREAD
+from test_benchmarks import BENCHMARKS, ONE_THREAD, import_benchmark
 
 ROOT = BENCHMARKS.parent
 
@@ -52,7 +52,9 @@ def test_a_rehearsed_session_runs_every_phase_and_brings_the_results_back(pack, 
     assert done.returncode == 0, done.stderr
     summary = json.loads((out / "session.json").read_text())
     phases = [(p["phase"], p["status"]) for p in summary["phases"]]
-    assert phases == [(name, "finished") for name in ("check", "data", "speed", "representation")]
+    names = ("check", "compile", "data", "speed", "representation")
+    assert phases == [(name, "finished") for name in names]
+    assert summary["compiled"] is True
     assert summary["environment"]["versions"]["torch"]
     speed = json.loads((out / "throughput.json").read_text())
     assert len(speed["models"]) == 3 and speed["data_pipeline"]["images"] == 50
@@ -60,14 +62,16 @@ def test_a_rehearsed_session_runs_every_phase_and_brings_the_results_back(pack, 
     # The device returns 8 files at most, two folders deep: the small representation files
     # come back in one archive, its checkpoints stay behind.
     returned = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    assert returned == ["check.log", "data.log", "representation.log", "representation.tar.gz",
-                        "session.json", "speed.log", "throughput.json"]  # fmt: skip
+    assert returned == ["check.log", "compile.log", "data.log", "representation.log",
+                        "representation.tar.gz", "session.json", "speed.log",
+                        "throughput.json"]  # fmt: skip
     with tarfile.open(out / "representation.tar.gz") as archive:
         packed = sorted(archive.getnames())
         report = json.load(archive.extractfile("representation/representation.json"))
     assert packed == sorted(summary["packed"]) == [
         "representation/mae-seed0/pretrain.json", "representation/mae-seed0/pretrain.yaml",
-        "representation/mae-seed0/pretrain/log.jsonl", "representation/mae-seed0/result.json",
+        "representation/mae-seed0/pretrain/log.jsonl", "representation/mae-seed0/probed.json",
+        "representation/mae-seed0/result.json",
         "representation/representation.json", "representation/representation.md",
         "representation/representation.png",
     ]  # fmt: skip
@@ -84,10 +88,34 @@ def test_a_phase_past_its_deadline_is_stopped_and_the_session_goes_on(pack, tmp_
                    "--phases", "speed", "--speed-seconds", "0.5")  # fmt: skip
     assert done.returncode == 0, done.stderr
     phases = json.loads((out / "session.json").read_text())["phases"]
-    assert [p["phase"] for p in phases] == ["check", "data", "speed"]  # representation skipped
+    # representation was not asked for
+    assert [p["phase"] for p in phases] == ["check", "compile", "data", "speed"]
     speed = phases[-1]
     assert speed["status"] == "cut at its deadline" and 0.5 <= speed["seconds"] < 10
     assert (out / "speed.log").read_text().startswith("$ ")  # the command, then its output
+
+
+@pytest.mark.parametrize("compiles", [True, False])
+def test_the_phases_after_a_failed_compile_check_run_eager(pack, tmp_path, monkeypatch, compiles):
+    """A broken compiler tool chain costs the compiled speed rows, not the representation
+    phase: the later phases are told --no-compile."""
+    gpu_session = import_benchmark("gpu_session")
+    commands = {}
+
+    def run_phase(name, command, seconds, out):
+        commands[name] = command
+        status = "failed (exit 1)" if name == "compile" and not compiles else "finished"
+        return gpu_session.PhaseResult(name, status, 0.0, f"{name}.log")
+
+    monkeypatch.setattr(gpu_session, "run_phase", run_phase)
+    out = tmp_path / "out"
+    assert gpu_session.main(["--smoke", "--pack", str(pack), "--out", str(out),
+                             "--work", str(tmp_path / "work")]) == 0  # fmt: skip
+    assert json.loads((out / "session.json").read_text())["compiled"] is compiles
+    for name in ("check", "compile", "data"):
+        assert "--no-compile" not in commands[name]
+    for name in ("speed", "representation"):
+        assert ("--no-compile" in commands[name]) is not compiles
 
 
 def test_an_essential_phase_without_time_ends_the_session_with_one_sentence(pack, tmp_path):
