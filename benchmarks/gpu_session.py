@@ -64,8 +64,7 @@ from crossmae.eval.results import write_results  # noqa: E402
 REPRESENTATION_ARCHIVE = "representation.tar.gz"
 REPRESENTATION_FILES = (
     "representation.json", "representation.md", "representation.png", "*/result.json",
-    "*/probed.json",
-    "*/pretrain.json", "*/pretrain.yaml", "*/pretrain/log.jsonl",
+    "*/probed.json", "*/pretrain.json", "*/pretrain.yaml", "*/pretrain/log.jsonl",
 )  # fmt: skip
 STOP_GRACE_S = 15  # after SIGTERM: a pretraining finishes its step and saves
 COPY_MARGIN_S = 15  # kept after the last phase for copying results and the summary
