@@ -217,12 +217,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="representation.py --methods, pretrained in this order")  # fmt: skip
     parser.add_argument("--epochs", type=int, default=20, help="representation pretraining epochs")
     parser.add_argument("--curve-points", type=int, default=1)
-    parser.add_argument(
-        "--probe-epochs",
-        type=int,
-        default=90,
-        help="the cached linear probe's epochs (the MAE protocol's 90)",
-    )
+    parser.add_argument("--probe-epochs", type=int, default=90,
+                        help="the cached linear probe's epochs (MAE's protocol: 90)")  # fmt: skip
     parser.add_argument("--finetune-epochs", type=int, default=5,
                         help="the short fine-tune's epochs (augmented on CPUs: slow)")  # fmt: skip
     parser.add_argument("--phases", nargs="+", choices=["speed", "representation"],

@@ -142,19 +142,8 @@ def test_throughput_measures_every_eager_row_before_any_compiled_one_and_data_fi
     monkeypatch.setattr(throughput, "measure_step", measure)
     monkeypatch.setattr(throughput.torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(throughput.torch.cuda, "get_device_name", lambda: "a test GPU")
-    argv = [
-        "--device",
-        "cuda",
-        "--sizes",
-        "small",
-        "base",
-        "--data",
-        str(jpeg_folder(tmp_path, 3)),
-        "--data-images",
-        "3",
-        "--json",
-        str(tmp_path / "t.json"),
-    ]
+    argv = ["--device", "cuda", "--sizes", "small", "base", "--data", str(jpeg_folder(tmp_path, 3)),
+            "--data-images", "3", "--json", str(tmp_path / "t.json")]  # fmt: skip
     throughput.main(argv)
     eager = [(384, False)] * 3 + [(768, False)] * 3
     assert order == eager + [(384, True)] * 3 + [(768, True)] * 3
