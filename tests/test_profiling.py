@@ -11,7 +11,14 @@ from crossmae.cli import main
 from crossmae.errors import CrossMAEError
 from crossmae.models.autoencoder import MaskedAutoencoder
 from crossmae.models.registry import get_config
-from crossmae.profiling import PeakRss, comparison_configs, count_flops, measure_step
+from crossmae.profiling import (
+    PeakRss,
+    comparison_configs,
+    count_flops,
+    count_saved_activations,
+    measure_step,
+    saved_tensor_bytes,
+)
 
 
 def _profile_json(capsys, *argv):
@@ -90,6 +97,54 @@ def test_peak_rss_sees_a_large_allocation():
     assert rss.growth_mb is None or rss.growth_mb > 32
 
 
+def test_saved_tensor_bytes_counts_each_saved_storage_once():
+    a, b = torch.randn(5, 7, requires_grad=True), torch.randn(5, 7, requires_grad=True)
+    size = 5 * 7 * 4
+    assert saved_tensor_bytes(lambda: a.exp()) == size  # exp keeps its output
+    assert saved_tensor_bytes(lambda: (a * b).view(-1)) == 2 * size  # mul keeps both inputs
+    assert saved_tensor_bytes(lambda: a * a) == size  # one storage, saved twice
+    assert saved_tensor_bytes(lambda: a.exp()[:2].exp()) == size + 2 * 7 * 4
+    assert saved_tensor_bytes(lambda: a * b, exclude={a.untyped_storage().data_ptr()}) == size
+    assert saved_tensor_bytes(lambda: (a + b).sum()) == 0  # nothing needed for backward
+
+
+@pytest.mark.parametrize("amp", [False, True])
+def test_held_memory_is_linear_in_the_batch(amp):
+    config = get_config("crossmae_vit_tiny_patch4_32", depth=2, decoder_depth=2)
+    counted = count_saved_activations(config, batch_size=3, amp=amp)
+    model = MaskedAutoencoder(config).train()
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    imgs = torch.randn(3, 3, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        direct = saved_tensor_bytes(lambda: model(imgs).loss, exclude=weights) / 2**20
+    assert direct == pytest.approx(counted.per_step_mib + 3 * counted.per_image_mib, rel=1e-9)
+    assert (counted.per_step_mib > 0) == amp  # autocast's bfloat16 copies of the weights
+    params = sum(p.numel() for p in model.parameters())
+    assert counted.state_mib == 16 * params / 2**20
+    assert counted.held_mib == pytest.approx(counted.state_mib + direct)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        masking = model.mask(3, imgs.device)
+        encoder = saved_tensor_bytes(lambda: model.encode(imgs, masking), exclude=weights)
+    # the encoder's weight copies are a share of the model's; its activations, of the images
+    assert encoder / 2**20 - 3 * counted.encoder_per_image_mib <= counted.per_step_mib + 1e-9
+    assert encoder / 2**20 >= 3 * counted.encoder_per_image_mib - 1e-9
+
+
+def test_partial_reconstruction_holds_less_for_backward():
+    tiny = {"depth": 2, "decoder_depth": 2}
+    mae = count_saved_activations(get_config("mae_vit_tiny_patch4_32", **tiny), 1)
+    per_image = {
+        gamma: count_saved_activations(
+            get_config("crossmae_vit_tiny_patch4_32", **tiny, prediction_ratio=gamma), 1
+        ).per_image_mib
+        for gamma in (0.25, 0.75)
+    }
+    assert per_image[0.25] < per_image[0.75] and per_image[0.25] < mae.per_image_mib
+    assert 0 < mae.encoder_per_image_mib < mae.per_image_mib
+    bf16 = count_saved_activations(get_config("mae_vit_tiny_patch4_32", **tiny), 1, amp=True)
+    assert bf16.per_image_mib < 0.75 * mae.per_image_mib
+
+
 def test_text_report(capsys):
     assert main(["profile", "--model", "mae_vit_tiny_patch4_32", "--compare", "--steps", "0"]) == 0
     out = capsys.readouterr().out
@@ -97,6 +152,25 @@ def test_text_report(capsys):
     assert "decoder FLOPs 2.60x fewer than MAE" in out and "step" not in out.split("FLOPs:")[0]
     assert main(_one_step("2")) == 0
     assert "batch 2 on cpu, mean of 1 steps" in capsys.readouterr().out
+    argv = ["profile", "--model", "mae_vit_tiny_patch4_32", "--compare", "--gammas", "0.25"]
+    assert main([*argv, "--steps", "0", "--activations", "--batch-size", "4"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("holds for backward (float32, eager)") == 2 and "at batch 4" in out
+    assert "x less held at the batch" in out
+
+
+def test_activations_in_the_json_report(capsys):
+    report = _profile_json(
+        capsys, "--model", "mae_vit_tiny_patch4_32", "--compare", "--gammas", "0.25",
+        "--activations", "--amp", "--batch-size", "16",
+    )  # fmt: skip
+    mae, cross = (p["activations"] for p in report["profiles"])
+    assert mae["dtype"] == "bfloat16 autocast" and cross["batch_size"] == 16
+    ratios = report["versus_mae"][0]
+    assert ratios["activations_ratio"] == pytest.approx(
+        mae["per_image_mib"] / cross["per_image_mib"]
+    )
+    assert ratios["activations_ratio"] > ratios["held_ratio"] > 1
 
 
 def test_versus_mae_ratios():

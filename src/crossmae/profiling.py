@@ -12,7 +12,7 @@ import dataclasses
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Container, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +57,25 @@ class StepStats:
 
 
 @dataclass
+class SavedActivations:
+    """Memory a training step holds while its backward has not yet run (eager mode).
+
+    Counted from the tensors autograd saves for backward, one forward at batch 1 and one at
+    batch 2 on the CPU: no GPU needed, any model size. A lower bound on a GPU's peak, which
+    adds backward's temporaries and the allocator's slack; `torch.compile` saves less, as it
+    recomputes cheap ops in the backward instead of keeping their inputs.
+    """
+
+    dtype: str  # "bfloat16 autocast" or "float32"
+    per_image_mib: float  # the activations, which grow with the batch
+    encoder_per_image_mib: float  # the encoder's share, about the same in MAE and CrossMAE
+    per_step_mib: float  # autocast's bfloat16 copies of the weights, whatever the batch
+    state_mib: float  # float32 weights, their grads and AdamW's two moments: 16 bytes each
+    batch_size: int
+    held_mib: float  # all of the above at the end of the forward of `batch_size` images
+
+
+@dataclass
 class Profile:
     name: str
     decoder: str
@@ -68,6 +87,7 @@ class Profile:
     encoder_flops: Flops
     decoder_flops: Flops
     step: StepStats | None = None
+    activations: SavedActivations | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -96,6 +116,58 @@ def count_params(config: AutoencoderConfig) -> dict[str, int]:
     encoder = sum(p.numel() for p in model.encoder.parameters())
     decoder = sum(p.numel() for p in model.decoder.parameters())
     return {"encoder": encoder, "decoder": decoder, "total": encoder + decoder}
+
+
+def count_saved_activations(
+    config: AutoencoderConfig, batch_size: int, amp: bool = False
+) -> SavedActivations:
+    """What the training forward keeps for backward, per image and per step (see the class),
+    and the total at `batch_size`."""
+    model = MaskedAutoencoder(config).train()
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+
+    def held_bytes(images: int, encoder_only: bool) -> int:
+        imgs = torch.randn(images, config.in_chans, *size_pair(config.img_size))
+        masking = model.mask(images, imgs.device)
+
+        def forward() -> object:
+            return model.encode(imgs, masking) if encoder_only else model(imgs).loss
+
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            return saved_tensor_bytes(forward, exclude=weights)
+
+    def per_image_and_step(encoder_only: bool = False) -> tuple[float, float]:
+        one, two = held_bytes(1, encoder_only), held_bytes(2, encoder_only)
+        return (two - one) / 2**20, (2 * one - two) / 2**20
+
+    per_image, per_step = per_image_and_step()
+    state = 16 * sum(p.numel() for p in model.parameters()) / 2**20
+    return SavedActivations(
+        dtype="bfloat16 autocast" if amp else "float32",
+        per_image_mib=per_image,
+        encoder_per_image_mib=per_image_and_step(encoder_only=True)[0],
+        per_step_mib=per_step,
+        state_mib=state,
+        batch_size=batch_size,
+        held_mib=state + per_step + batch_size * per_image,
+    )
+
+
+def saved_tensor_bytes(forward: Callable[[], Any], exclude: Container[int] = ()) -> int:
+    """Bytes of the storages autograd saves for backward while `forward()` runs, each storage
+    once however many views of it are saved; storages whose address is in `exclude` (the
+    weights, held anyway) are left out."""
+    storages: dict[int, int] = {}
+
+    def keep(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in exclude:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        forward()
+    return sum(storages.values())
 
 
 def comparison_configs(
@@ -127,8 +199,10 @@ def profile(
     warmup: int = 2,
     compile: bool = False,
     amp: bool = False,
+    activations: bool = False,
 ) -> Profile:
-    """Count parameters and FLOPs, then time `steps` training steps (none when 0)."""
+    """Count parameters and FLOPs (and, with `activations`, the memory held for backward),
+    then time `steps` training steps (none when 0)."""
     flops = count_flops(config)
     gamma = config.prediction_ratio if config.decoder == "cross" else config.mask_ratio
     step = None
@@ -145,6 +219,7 @@ def profile(
         encoder_flops=flops["encoder"],
         decoder_flops=flops["decoder"],
         step=step,
+        activations=count_saved_activations(config, batch_size, amp) if activations else None,
     )
 
 

@@ -1,7 +1,8 @@
 """`crossmae profile --model NAME [--compare] [--json]`: parameters, FLOPs, step speed, memory.
 
 How users size a run before renting GPUs: `--device cuda --batch-size B` measures the real
-step; `--steps 0` only counts (instant, any model size, no memory).
+step; `--steps 0` only counts (instant, any model size, no memory); `--activations` adds
+the memory a step holds for backward, counted on the CPU, to compare models no GPU here fits.
 """
 
 from __future__ import annotations
@@ -30,7 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="timed training steps after 2 warm-up steps; 0 only counts FLOPs",
     )
     parser.add_argument("--compile", action="store_true", help="time the torch.compile'd model")
-    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast in the timed step")
+    parser.add_argument(
+        "--amp", action="store_true", help="bfloat16 autocast in the timed step and the count"
+    )
+    parser.add_argument(
+        "--activations",
+        action="store_true",
+        help="count the memory held for backward (eager, on the CPU, any model size)",
+    )
     parser.add_argument(
         "--compare", action="store_true", help="MAE vs CrossMAE at each --gammas, with ratios"
     )
@@ -74,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         "steps": args.steps,
         "compile": args.compile,
         "amp": args.amp,
+        "activations": args.activations,
     }
     profiles = [profile(name, config, **options) for name, config in rows]
     report = {"flops": FLOPS_NOTE, "profiles": [p.to_dict() for p in profiles]}
@@ -106,6 +115,9 @@ def versus(mae: Profile, cross: Profile) -> dict[str, Any]:
         out["step_speedup"] = cross.step.images_per_s / mae.step.images_per_s
         if mae.step.peak_memory_mb and cross.step.peak_memory_mb:
             out["memory_ratio"] = mae.step.peak_memory_mb / cross.step.peak_memory_mb
+    if mae.activations and cross.activations:
+        out["activations_ratio"] = mae.activations.per_image_mib / cross.activations.per_image_mib
+        out["held_ratio"] = mae.activations.held_mib / cross.activations.held_mib
     return out
 
 
@@ -136,6 +148,15 @@ def print_table(profiles: list[Profile], comparisons: list[dict[str, Any]]) -> N
         print(
             f"step: batch {s.batch_size} on {s.device}, mean of {s.steps} steps; memory: {s.memory}"
         )
+    for p in profiles:
+        if a := p.activations:
+            print(
+                f"{p.name} γ={p.prediction_ratio:g} holds for backward ({a.dtype}, eager): "
+                f"{a.per_image_mib:.1f} MiB/img (encoder {a.encoder_per_image_mib:.1f}) "
+                f"+ {a.per_step_mib:.0f} MiB/step of weight "
+                f"copies + {a.state_mib:.0f} MiB weights, grads, AdamW = "
+                f"{a.held_mib / 1024:.2f} GiB at batch {a.batch_size}"
+            )
     for c in comparisons:
         line = (
             f"{c['name']} γ={c['prediction_ratio']:g}: decoder FLOPs "
@@ -147,5 +168,10 @@ def print_table(profiles: list[Profile], comparisons: list[dict[str, Any]]) -> N
             line += f"; step {c['step_speedup']:.2f}x faster"
         if "memory_ratio" in c:
             line += f", {c['memory_ratio']:.2f}x less memory"
+        if "activations_ratio" in c:
+            line += (
+                f"; activations {c['activations_ratio']:.2f}x smaller, "
+                f"{c['held_ratio']:.2f}x less held at the batch"
+            )
         print(line)
     print(f"FLOPs: {FLOPS_NOTE}")
