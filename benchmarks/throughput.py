@@ -86,7 +86,8 @@ def model_rows(args: argparse.Namespace, save: Callable[[list[dict]], None]) -> 
                     row |= {
                         "images_per_s": stats.images_per_s, "step_ms": stats.step_ms,
                         "tflops": tflops, "mfu": tflops / args.peak_tflops,
-                        "peak_memory_gib": (stats.peak_memory_mb or 0) / 1024,
+                        "peak_memory_gib": None if stats.peak_memory_mb is None
+                                           else stats.peak_memory_mb / 1024,
                     }  # fmt: skip
                 rows.append(row)
                 print(json.dumps(row), flush=True)
@@ -138,9 +139,13 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"{start}{r['images_per_s']:.0f} | {_ratio(r.get('speed_vs_mae'))} | "
             f"{r['step_ms']:.1f} | {gflops} | {r['tflops']:.1f} | {100 * r['mfu']:.1f}% | "
-            f"{r['peak_memory_gib']:.2f} | {_ratio(r.get('memory_vs_mae'))} |"
+            f"{_gib(r['peak_memory_gib'])} | {_ratio(r.get('memory_vs_mae'))} |"
         )
     return "\n".join(lines)
+
+
+def _gib(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
 
 
 def _ratio(value: float | None) -> str:

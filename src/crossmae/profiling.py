@@ -9,8 +9,6 @@ its math decomposition, whose two batched matmuls are counted, so attention is i
 from __future__ import annotations
 
 import dataclasses
-import os
-import threading
 import time
 from collections.abc import Callable, Container, Iterator
 from contextlib import contextmanager
@@ -119,11 +117,12 @@ def count_params(config: AutoencoderConfig) -> dict[str, int]:
 
 
 def count_saved_activations(
-    config: AutoencoderConfig, batch_size: int, amp: bool = False
+    config: AutoencoderConfig, batch_size: int, amp: bool = False, grad_checkpointing: bool = False
 ) -> SavedActivations:
     """What the training forward keeps for backward, per image and per step (see the class),
     and the total at `batch_size`."""
     model = MaskedAutoencoder(config).train()
+    model.set_grad_checkpointing(grad_checkpointing)
     weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
 
     def held_bytes(images: int, encoder_only: bool) -> int:
@@ -200,6 +199,7 @@ def profile(
     compile: bool = False,
     amp: bool = False,
     activations: bool = False,
+    grad_checkpointing: bool = False,
 ) -> Profile:
     """Count parameters and FLOPs (and, with `activations`, the memory held for backward),
     then time `steps` training steps (none when 0)."""
@@ -207,7 +207,9 @@ def profile(
     gamma = config.prediction_ratio if config.decoder == "cross" else config.mask_ratio
     step = None
     if steps > 0:
-        step = measure_step(config, batch_size, device, steps, warmup, compile, amp)
+        step = measure_step(
+            config, batch_size, device, steps, warmup, compile, amp, grad_checkpointing
+        )
     return Profile(
         name=name,
         decoder=config.decoder,
@@ -219,7 +221,11 @@ def profile(
         encoder_flops=flops["encoder"],
         decoder_flops=flops["decoder"],
         step=step,
-        activations=count_saved_activations(config, batch_size, amp) if activations else None,
+        activations=(
+            count_saved_activations(config, batch_size, amp, grad_checkpointing)
+            if activations
+            else None
+        ),
     )
 
 
@@ -231,15 +237,18 @@ def measure_step(
     warmup: int = 2,
     compile: bool = False,
     amp: bool = False,
+    grad_checkpointing: bool = False,
 ) -> StepStats:
-    """Time forward + backward + AdamW on random images; peak memory from the allocator
-    (CUDA) or the resident set size sampled during the steps (CPU)."""
+    """Time forward + backward + AdamW on random images; peak memory from the CUDA
+    allocator (on the CPU, where freed memory is reused unseen, `count_saved_activations`
+    tells what a step holds)."""
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise CrossMAEError("--device cuda was asked for but no CUDA GPU is available")
     if batch_size < 1:
         raise CrossMAEError(f"the batch size must be at least 1, got {batch_size}")
     model = MaskedAutoencoder(config).to(dev).train()
+    model.set_grad_checkpointing(grad_checkpointing)
     opt = build_adamw(param_groups(model, 0.05), 1e-4, (0.9, 0.95), dev)  # as pretraining
     forward = torch.compile(model) if compile else model
     imgs = torch.randn(batch_size, config.in_chans, *size_pair(config.img_size), device=dev)
@@ -254,7 +263,7 @@ def measure_step(
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    with PeakRss() as rss, _out_of_memory_as_error(batch_size):
+    with _out_of_memory_as_error(batch_size):
         try:
             for _ in range(warmup):
                 step()
@@ -272,12 +281,10 @@ def measure_step(
             step()
         sync()
         seconds = time.perf_counter() - start
+    peak, memory = None, "not measured on the CPU; --activations counts what a step holds"
     if dev.type == "cuda":
         peak = torch.cuda.max_memory_allocated(dev) / 2**20
         memory = "CUDA peak allocated: weights, grads, AdamW state, activations"
-    else:
-        peak = rss.growth_mb
-        memory = "CPU peak RSS growth during the steps (sampled): grads, AdamW state, activations"
     return StepStats(
         device=str(dev),
         batch_size=batch_size,
@@ -298,41 +305,3 @@ def _out_of_memory_as_error(batch_size: int) -> Iterator[None]:
         raise CrossMAEError(
             f"out of GPU memory at batch {batch_size}; try a smaller batch size"
         ) from None
-
-
-class PeakRss:
-    """Highest resident set size of this process while the block runs, sampled every 5 ms
-    in a thread (torch kernels release the GIL). Linux only; None elsewhere."""
-
-    def __init__(self, interval_s: float = 0.005) -> None:
-        self.interval_s = interval_s
-        self.base = self.peak = _rss_bytes()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.peak = max(self.peak or 0, _rss_bytes() or 0)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak or 0, _rss_bytes() or 0)
-
-    @property
-    def growth_mb(self) -> float | None:
-        if self.base is None:
-            return None
-        return (self.peak - self.base) / 2**20
-
-
-def _rss_bytes() -> int | None:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None

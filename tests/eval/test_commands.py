@@ -10,6 +10,7 @@ import types
 
 import pytest
 import torch
+from timm.models.vision_transformer import VisionTransformer
 
 from crossmae.cli import main
 from crossmae.eval import finetune, linprobe
@@ -130,6 +131,27 @@ def test_finetune_from_our_checkpoint(ours, two_class_tree, tmp_path):
     moved = {k: (after[k] - before[k]).abs().mean().item() for k in before}
     # layer decay 0.65: the embedding learns at 0.65^2 of the last block's rate
     assert 0 < moved["patch_embed.proj.weight"] < 0.6 * moved["blocks.1.mlp.fc1.weight"]
+
+
+def test_finetune_with_gradient_checkpointing_trains_the_same(
+    ours, two_class_tree, tmp_path, monkeypatch
+):
+    switched = []
+    original = VisionTransformer.set_grad_checkpointing
+    monkeypatch.setattr(
+        VisionTransformer, "set_grad_checkpointing",
+        lambda self, enable=True: switched.append(enable) or original(self, enable),
+    )  # fmt: skip
+    common = ("finetune", "--checkpoint", ours, "--data", two_class_tree, "--epochs", 1,
+              "--warmup-epochs", 0, "--log-every", 1, *FAST)  # fmt: skip
+    assert _run(*common, "--output-dir", tmp_path / "plain") == 0
+    assert _run(*common, "--output-dir", tmp_path / "kept", "--grad-checkpointing") == 0
+    plain, kept = (
+        json.loads((tmp_path / d / "results.json").read_text()) for d in ("plain", "kept")
+    )
+    # drop path draws the same masks in the recomputation: the same steps, the same losses
+    assert kept["history"][0]["loss"] == pytest.approx(plain["history"][0]["loss"], rel=1e-5)
+    assert kept["top1"] == plain["top1"] and switched == [False, True]
 
 
 def test_finetune_from_authors_checkpoint_resumes_with_ema(

@@ -1,4 +1,5 @@
-"""Model variants beyond the fixtures: no-fusion, fusion options, channels, shapes, compile."""
+"""Model variants beyond the fixtures: no-fusion, fusion options, channels, shapes, compile,
+gradient checkpointing."""
 
 import re
 
@@ -8,6 +9,7 @@ import torch.nn.functional as F
 
 from crossmae import CrossMAEError, create_model
 from crossmae.models.patchify import normalize_patches
+from crossmae.profiling import saved_tensor_bytes
 
 TINY = {"depth": 3, "decoder_depth": 2}
 
@@ -175,6 +177,49 @@ def test_compiled_model_matches_eager_without_graph_breaks(name):
     eager = model(imgs, noise=noise).loss
     compiled = torch.compile(model, fullgraph=True)  # fullgraph raises on any graph break
     torch.testing.assert_close(compiled(imgs, noise=noise).loss, eager, rtol=1e-5, atol=1e-6)
+
+
+def _loss_and_grads(model, imgs, noise, forward=None):
+    model.zero_grad(set_to_none=True)
+    loss = (model if forward is None else forward)(imgs, noise=noise).loss
+    loss.backward()
+    return loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("name", ["crossmae_vit_tiny_patch4_32", "mae_vit_tiny_patch4_32"])
+def test_gradient_checkpointing_keeps_the_gradients_and_holds_less(name):
+    model = create_model(name, **TINY).double()
+    imgs, noise = _imgs().double(), torch.rand(2, 64)
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+
+    def held() -> int:
+        return saved_tensor_bytes(lambda: model(imgs, noise=noise).loss, exclude=weights)
+
+    plain_bytes, (plain_loss, plain_grads) = held(), _loss_and_grads(model, imgs, noise)
+    model.set_grad_checkpointing()
+    kept_bytes, (loss, grads) = held(), _loss_and_grads(model, imgs, noise)
+    assert kept_bytes < plain_bytes / 2  # the blocks' inputs, not their activations
+    torch.testing.assert_close(loss, plain_loss, rtol=1e-13, atol=0)
+    assert grads.keys() == plain_grads.keys()
+    for n, g in grads.items():
+        torch.testing.assert_close(g, plain_grads[n], rtol=1e-10, atol=1e-13, msg=n)
+    with torch.no_grad():  # nothing to recompute for: the plain blocks run
+        torch.testing.assert_close(model(imgs, noise=noise).loss, plain_loss)
+
+
+@pytest.mark.slow
+def test_checkpointed_model_compiles_without_graph_breaks_forward_and_backward():
+    torch._dynamo.reset()
+    model = create_model("crossmae_vit_tiny_patch4_32", depth=2, decoder_depth=2)
+    model.set_grad_checkpointing()
+    imgs, noise = _imgs(), torch.rand(2, 64)
+    loss, grads = _loss_and_grads(model, imgs, noise)
+    compiled = torch.compile(model, fullgraph=True)
+    compiled_loss, compiled_grads = _loss_and_grads(model, imgs, noise, forward=compiled)
+    torch.testing.assert_close(compiled_loss, loss, rtol=1e-5, atol=1e-6)
+    assert compiled_grads.keys() == grads.keys()
+    for n, g in compiled_grads.items():
+        torch.testing.assert_close(g, grads[n], rtol=1e-4, atol=1e-6, msg=n)
 
 
 def test_initial_weights_follow_mae():

@@ -66,8 +66,10 @@ def test_a_run_without_fsdp_resumes_under_fsdp_and_reports_every_ranks_bad_image
     assert main(["pretrain", *args, "--accum-iter", "2", "--max-steps", "3"]) == 0
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                 "--nproc_per_node=2", "-m", "crossmae", "pretrain"]  # fmt: skip
-    resumed = subprocess.run(  # the same effective batch: 2 processes x 4 for 4 x 2
-        [*torchrun, *args, "--accum-iter", "1", "--fsdp", "--resume", "auto"],
+    # the same effective batch: 2 processes x 4 for 4 x 2; sharded blocks, checkpointed
+    resumed = subprocess.run(
+        [*torchrun, *args, "--accum-iter", "1", "--fsdp", "--grad-checkpointing",
+         "--resume", "auto"],
         capture_output=True, text=True, timeout=300, env=crossmae_env,
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr

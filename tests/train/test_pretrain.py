@@ -77,6 +77,15 @@ def test_tiny_run_logs_every_step_and_keeps_fixed_files(tiny_run):
         assert 0.05 < records[-1]["host_mem_gib"] < 16
 
 
+def test_gradient_checkpointing_trains_to_the_same_losses(tiny_run, tmp_path, capsys):
+    run_dir, args = tiny_run
+    out = tmp_path / "checkpointed"
+    code, text, err = pretrain(capsys, *args, "--grad-checkpointing", "--output-dir", str(out))
+    assert code == 0, err
+    assert "gradient checkpointing" in text
+    assert losses(out) == pytest.approx(losses(run_dir), rel=1e-5)
+
+
 def test_existing_run_is_not_overwritten_without_resume(tiny_run, capsys):
     _, args = tiny_run
     code, _, err = pretrain(capsys, *args)

@@ -40,6 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="count the memory held for backward (eager, on the CPU, any model size)",
     )
     parser.add_argument(
+        "--grad-checkpointing",
+        action="store_true",
+        help="recompute each block in the backward (in the timed step and the count)",
+    )
+    parser.add_argument(
         "--compare", action="store_true", help="MAE vs CrossMAE at each --gammas, with ratios"
     )
     parser.add_argument(
@@ -83,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         "compile": args.compile,
         "amp": args.amp,
         "activations": args.activations,
+        "grad_checkpointing": args.grad_checkpointing,
     }
     profiles = [profile(name, config, **options) for name, config in rows]
     report = {"flops": FLOPS_NOTE, "profiles": [p.to_dict() for p in profiles]}

@@ -72,6 +72,7 @@ def _finetune(s: FinetuneSettings, ctx: RunContext, found: Path | None) -> dict[
         train_images=s.train_images, eval_images=s.eval_images, seed=s.seed,
     )  # fmt: skip
     vit = build_vit(backbone.arch, splits.num_classes, s.global_pool, size, s.drop_path)
+    vit.set_grad_checkpointing(s.grad_checkpointing)
     report = load_encoder(vit, backbone)
     trunc_normal_(vit.head.weight, std=2e-5)  # MAE: a near-zero head keeps early steps gentle
     nn.init.zeros_(vit.head.bias)

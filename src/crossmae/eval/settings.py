@@ -181,6 +181,12 @@ class FinetuneSettings(TrainedSettings):
     )  # fmt: skip
     drop_path: float = setting(0.1, "stochastic depth rate", MODEL)
     batch_size: int = setting(128, "images per process and step", OPTIM)
+    grad_checkpointing: bool = setting(
+        False,
+        "recompute each block in the backward instead of keeping its activations: a "
+        "fraction of the memory for about a third more compute",
+        OPTIM,
+    )
     layer_decay: float = setting(0.65, "layer-wise lr decay (0.65 ViT-S/B, 0.75 L/H)", OPTIM)
     clip_grad: float | None = setting(None, "clip the gradient norm to this value", OPTIM)
     auto_augment: str | None = setting(

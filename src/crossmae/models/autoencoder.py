@@ -68,6 +68,11 @@ class MaskedAutoencoder(nn.Module):
     def is_cross(self) -> bool:
         return self.config.decoder == "cross"
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute every encoder and decoder block in the backward instead of keeping its
+        activations (timm's name for it): for models or batches that do not fit otherwise."""
+        self.encoder.grad_checkpointing = self.decoder.grad_checkpointing = enable
+
     def reset_parameters(self) -> None:
         """MAE's init: xavier-uniform linears (patch conv as a linear), N(0, .02) tokens."""
         for m in self.modules():

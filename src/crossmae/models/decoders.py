@@ -7,7 +7,7 @@ from torch import nn
 
 from crossmae.models.encoder import EncoderOutput
 from crossmae.models.fusion import FeatureFusion
-from crossmae.models.layers import Block, CrossBlock, layer_norm
+from crossmae.models.layers import Block, CrossBlock, layer_norm, run_block
 from crossmae.models.masking import gather_tokens
 from crossmae.models.pos_embed import sincos_2d_pos_embed
 
@@ -43,6 +43,7 @@ class CrossDecoder(nn.Module):
         )
         self.norm = layer_norm(decoder_dim)
         self.pred = nn.Linear(decoder_dim, patch_dim)
+        self.grad_checkpointing = False  # recompute each block in the backward
 
     def queries(self, ids_decoded: torch.Tensor) -> torch.Tensor:
         """(B, n) patch indices -> (B, n, decoder_dim) query tokens."""
@@ -59,7 +60,7 @@ class CrossDecoder(nn.Module):
         """-> (B, n, patch_dim) pixel predictions for `ids_decoded`."""
         x = self.queries(ids_decoded)
         for block, context in zip(self.blocks, self.contexts(encoded), strict=True):
-            x = block(x, context)
+            x = run_block(block, x, context, checkpointed=self.grad_checkpointing)
         return self.pred(self.norm(x))
 
 
@@ -86,6 +87,7 @@ class MAEDecoder(nn.Module):
         self.blocks = nn.ModuleList(Block(decoder_dim, num_heads, mlp_ratio) for _ in range(depth))
         self.norm = layer_norm(decoder_dim)
         self.pred = nn.Linear(decoder_dim, patch_dim)
+        self.grad_checkpointing = False  # recompute each block in the backward
 
     def tokens(self, encoded: EncoderOutput, ids_shuffle: torch.Tensor) -> torch.Tensor:
         """(B, 1 + L, decoder_dim): [CLS], then every patch in raster order, plus positions."""
@@ -100,5 +102,5 @@ class MAEDecoder(nn.Module):
         """-> (B, L, patch_dim) pixel predictions for every patch."""
         x = self.tokens(encoded, ids_shuffle)
         for block in self.blocks:
-            x = block(x)
+            x = run_block(block, x, checkpointed=self.grad_checkpointing)
         return self.pred(self.norm(x))[:, 1:]

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from crossmae.errors import CrossMAEError
-from crossmae.models.layers import Block, PatchEmbed, layer_norm
+from crossmae.models.layers import Block, PatchEmbed, layer_norm, run_block
 from crossmae.models.masking import gather_tokens
 from crossmae.models.pos_embed import sincos_2d_pos_embed
 
@@ -42,6 +42,7 @@ class ViTEncoder(nn.Module):
         self.register_buffer("pos_embed", sincos_2d_pos_embed(embed_dim, grid_size, cls_token=True))
         self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio) for _ in range(depth))
         self.norm = layer_norm(embed_dim) if final_norm else nn.Identity()
+        self.grad_checkpointing = False  # recompute each block in the backward
 
     def embed_patches(self, imgs: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, L, D) patch tokens with their position embedding."""
@@ -76,7 +77,7 @@ class ViTEncoder(nn.Module):
         wanted = set(return_blocks)
         intermediates = [x] if return_input else []
         for i, block in enumerate(self.blocks):
-            x = block(x)
+            x = run_block(block, x, checkpointed=self.grad_checkpointing)
             if i in wanted:
                 intermediates.append(x)
         return EncoderOutput(self.norm(x), intermediates)

@@ -117,6 +117,12 @@ class PretrainConfig:
         "auto", "auto: bf16 autocast on GPU, fp32 on CPU; fp16 uses a loss scaler", OPTIM
     )
     compile: bool = setting(False, "torch.compile the model (faster steps on GPU)", OPTIM)
+    grad_checkpointing: bool = setting(
+        False,
+        "recompute each block in the backward instead of keeping its activations: a "
+        "fraction of the memory for about a third more compute",
+        OPTIM,
+    )
     fsdp: bool = setting(
         False, "shard parameters, gradients and optimizer state (FSDP2) for ViT-L/H", OPTIM
     )

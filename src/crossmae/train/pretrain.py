@@ -103,6 +103,7 @@ class Pretrainer:
         self.base_lr = self._base_lr()
         check_min_lr(cfg.min_lr, self.base_lr)
         self.module = MaskedAutoencoder(self.model_cfg)
+        self.module.set_grad_checkpointing(self.cfg.grad_checkpointing)
         if initial is not None:
             initial.load_into(self.module)
         self.module.to(self.device)
@@ -457,7 +458,8 @@ class Pretrainer:
             f"lr      {self.base_lr:.3g} after {warmup} warmup steps, cosine to {cfg.min_lr:g}",
             f"device  {self.device}, {self.precision}"
             + (", FSDP2" if cfg.fsdp else ", DDP" if self.dist.distributed else "")
-            + (", compiled" if cfg.compile else ""),
+            + (", compiled" if cfg.compile else "")
+            + (", gradient checkpointing" if cfg.grad_checkpointing else ""),
             f"output  {self.output_dir}",
         ]
         if cfg.resume == "auto" and not self.resumed_from:
