@@ -86,6 +86,27 @@ def test_gradient_checkpointing_trains_to_the_same_losses(tiny_run, tmp_path, ca
     assert losses(out) == pytest.approx(losses(run_dir), rel=1e-5)
 
 
+@pytest.mark.parametrize(("seconds", "drawn"), [(0.0, [1, 2, 3]), (math.inf, [1, 3])])
+def test_the_loss_curve_is_drawn_after_epoch_1_then_at_most_so_often_and_at_the_end(
+    tiny, image_folder, tmp_path, capsys, monkeypatch, seconds, drawn
+):
+    from crossmae.train import pretrain as training
+
+    epochs, original = [], training.save_loss_curve
+
+    def save_loss_curve(records, *rest):
+        epochs.append(round(records[-1]["epoch"]))
+        return original(records, *rest)
+
+    monkeypatch.setattr(training, "LOSS_CURVE_SECONDS", seconds)
+    monkeypatch.setattr(training, "save_loss_curve", save_loss_curve)
+    code, _, err = pretrain(capsys, *tiny, "--data", str(image_folder), "--epochs", "3",
+                            "--batch-size", "16", "--warmup-epochs", "0",
+                            "--output-dir", str(tmp_path / "run"))  # fmt: skip
+    assert code == 0, err
+    assert epochs == drawn and (tmp_path / "run" / "loss.png").is_file()
+
+
 def test_existing_run_is_not_overwritten_without_resume(tiny_run, capsys):
     _, args = tiny_run
     code, _, err = pretrain(capsys, *args)

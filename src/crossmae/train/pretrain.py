@@ -45,6 +45,9 @@ from crossmae.train.warm_start import read_initial_weights
 
 RECONSTRUCTION_IMAGES = 8
 LOSS_PNG, RECON_PNG = "loss.png", "reconstruction.png"
+# loss.png is drawn after the first epoch, then at most this often and at the end: drawing
+# it takes 0.2 s on a 2-core CPU, which epochs of a few seconds should not pay each time
+LOSS_CURVE_SECONDS = 60.0
 
 
 def pretrain(*layers: dict[str, Any], source: str = "") -> int:
@@ -81,6 +84,7 @@ class Pretrainer:
     ) -> None:
         self.started = time.perf_counter()  # setup (data loading, model) counts as run time
         self.seconds_before = 0.0  # wall time of the processes this run resumed from
+        self.loss_curve_drawn = -math.inf  # perf_counter() when loss.png was last drawn
         self.cfg, self.dist, self.device = cfg, dist, dist.device
         self.output_dir = Path(cfg.output_dir or ".")
         self.model_cfg: AutoencoderConfig = cfg.model_config()
@@ -349,12 +353,12 @@ class Pretrainer:
         knn = cfg.knn_every_epochs and (final or self.epoch % cfg.knn_every_epochs == 0)
         if not (recon or knn):
             if self.dist.is_main:
-                self._loss_curve()
+                self._loss_curve(final)
             return
         model = self._plain_model()
         if not self.dist.is_main:
             return
-        self._loss_curve()
+        self._loss_curve(final)
         if recon and self.figure_images:
             images = torch.cat(self.figure_images)[:RECONSTRUCTION_IMAGES]
             title = f"{self.model_cfg.decoder} decoder, epoch {self.epoch}, step {self.global_step}"
@@ -367,7 +371,11 @@ class Pretrainer:
             self.logger.log({"epoch": self.epoch, "knn_top1": accuracy}, self.global_step)
             self.logger.message(f"epoch {self.epoch}: kNN top-1 {accuracy:.2f}%")
 
-    def _loss_curve(self) -> None:
+    def _loss_curve(self, final: bool) -> None:
+        now = time.perf_counter()
+        if not final and now - self.loss_curve_drawn < LOSS_CURVE_SECONDS:
+            return
+        self.loss_curve_drawn = now
         records = read_log(self.logger.path) if self.logger.path.exists() else []
         if records:
             save_loss_curve(records, self.output_dir / LOSS_PNG, self._title())
