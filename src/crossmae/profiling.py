@@ -22,7 +22,8 @@ from crossmae.data.transforms import size_pair
 from crossmae.errors import CrossMAEError
 from crossmae.models.autoencoder import MaskedAutoencoder
 from crossmae.models.config import AutoencoderConfig
-from crossmae.train.optim import build_adamw, param_groups
+from crossmae.train.optim import build_adamw, param_groups, set_lr
+from crossmae.train.step import OptimizerStep
 
 # Ops that compute attention (q kᵀ and probabilities · v); everything else counted is a
 # linear layer, the patch-embedding convolution, or the fusion's weighted sum.
@@ -56,11 +57,12 @@ class StepStats:
 
 @dataclass
 class SavedActivations:
-    """Memory a training step holds while its backward has not yet run (eager mode).
+    """Memory a training step holds when its forward ends (eager mode, one micro-batch).
 
     Counted from the tensors autograd saves for backward, one forward at batch 1 and one at
     batch 2 on the CPU: no GPU needed, any model size. A lower bound on a GPU's peak, which
-    adds backward's temporaries and the allocator's slack; `torch.compile` saves less, as it
+    adds the gradients (4 bytes a parameter, filled in as the backward frees activations),
+    backward's temporaries and the allocator's slack; `torch.compile` saves less, as it
     recomputes cheap ops in the backward instead of keeping their inputs.
     """
 
@@ -68,7 +70,7 @@ class SavedActivations:
     per_image_mib: float  # the activations, which grow with the batch
     encoder_per_image_mib: float  # the encoder's share, about the same in MAE and CrossMAE
     per_step_mib: float  # autocast's bfloat16 copies of the weights, whatever the batch
-    state_mib: float  # float32 weights, their grads and AdamW's two moments: 16 bytes each
+    state_mib: float  # float32 weights and AdamW's two moments: 12 bytes a parameter
     batch_size: int
     held_mib: float  # all of the above at the end of the forward of `batch_size` images
 
@@ -140,7 +142,13 @@ def count_saved_activations(
         return (two - one) / 2**20, (2 * one - two) / 2**20
 
     per_image, per_step = per_image_and_step()
-    state = 16 * sum(p.numel() for p in model.parameters()) / 2**20
+    if grad_checkpointing and amp:
+        # autocast caches every weight copy until the forward ends; inside checkpointed
+        # blocks they are saved out of this hook's sight, so count them unchecked
+        model.set_grad_checkpointing(False)
+        per_step = per_image_and_step()[1]
+        model.set_grad_checkpointing(True)
+    state = 12 * sum(p.numel() for p in model.parameters()) / 2**20
     return SavedActivations(
         dtype="bfloat16 autocast" if amp else "float32",
         per_image_mib=per_image,
@@ -252,13 +260,12 @@ def measure_step(
     opt = build_adamw(param_groups(model, 0.05), 1e-4, (0.9, 0.95), dev)  # as pretraining
     forward = torch.compile(model) if compile else model
     imgs = torch.randn(batch_size, config.in_chans, *size_pair(config.img_size), device=dev)
+    # pretraining's own update: gradient norm, non-finite check, skip-on-device, no sync
+    update = OptimizerStep(forward, opt, device=dev, precision="bf16" if amp else "fp32")
 
     def step() -> None:
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-            loss = forward(imgs).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        set_lr(opt, 1e-4)  # as pretraining does before every step
+        update([imgs], lambda batch: forward(batch).loss)
 
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     if dev.type == "cuda":

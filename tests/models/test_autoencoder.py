@@ -1,6 +1,7 @@
 """Model variants beyond the fixtures: no-fusion, fusion options, channels, shapes, compile,
 gradient checkpointing."""
 
+import contextlib
 import re
 
 import pytest
@@ -8,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from crossmae import CrossMAEError, create_model
+from crossmae.models import layers
 from crossmae.models.patchify import normalize_patches
 from crossmae.profiling import saved_tensor_bytes
 
@@ -186,6 +188,16 @@ def _loss_and_grads(model, imgs, noise, forward=None):
     return loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
 
 
+@contextlib.contextmanager
+def _checkpoint_refused():
+    def refuse(*args, **kwargs):
+        raise AssertionError("checkpointed without gradients")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(layers, "checkpoint", refuse)
+        yield
+
+
 @pytest.mark.parametrize("name", ["crossmae_vit_tiny_patch4_32", "mae_vit_tiny_patch4_32"])
 def test_gradient_checkpointing_keeps_the_gradients_and_holds_less(name):
     model = create_model(name, **TINY).double()
@@ -203,7 +215,7 @@ def test_gradient_checkpointing_keeps_the_gradients_and_holds_less(name):
     assert grads.keys() == plain_grads.keys()
     for n, g in grads.items():
         torch.testing.assert_close(g, plain_grads[n], rtol=1e-10, atol=1e-13, msg=n)
-    with torch.no_grad():  # nothing to recompute for: the plain blocks run
+    with torch.no_grad(), _checkpoint_refused():  # nothing to recompute: plain blocks run
         torch.testing.assert_close(model(imgs, noise=noise).loss, plain_loss)
 
 

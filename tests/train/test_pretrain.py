@@ -77,12 +77,22 @@ def test_tiny_run_logs_every_step_and_keeps_fixed_files(tiny_run):
         assert 0.05 < records[-1]["host_mem_gib"] < 16
 
 
-def test_gradient_checkpointing_trains_to_the_same_losses(tiny_run, tmp_path, capsys):
+def test_gradient_checkpointing_trains_to_the_same_losses(tiny_run, tmp_path, capsys, monkeypatch):
+    from crossmae.models import layers
+
+    checkpointed, original = [], layers.checkpoint
+
+    def checkpoint(block, *args, **kwargs):
+        checkpointed.append(type(block).__name__)
+        return original(block, *args, **kwargs)
+
+    monkeypatch.setattr(layers, "checkpoint", checkpoint)
     run_dir, args = tiny_run
     out = tmp_path / "checkpointed"
     code, text, err = pretrain(capsys, *args, "--grad-checkpointing", "--output-dir", str(out))
     assert code == 0, err
     assert "gradient checkpointing" in text
+    assert checkpointed == ["Block", "Block", "CrossBlock", "CrossBlock"] * 8  # 8 steps
     assert losses(out) == pytest.approx(losses(run_dir), rel=1e-5)
 
 

@@ -85,6 +85,9 @@ def test_sigterm_saves_and_exits_then_resume_matches(uninterrupted, start_crossm
     assert "Traceback" not in err
     stopped_at = load_training_state(run_dir / "checkpoint.pth")["global_step"]
     assert 3 <= stopped_at < 32
+    # the loss curve is drawn up to the stop, after the last save
+    drawn, saved = ((run_dir / n).stat().st_mtime_ns for n in ("loss.png", "checkpoint.pth"))
+    assert drawn >= saved
 
     # the resumed run takes its settings from the checkpoint: --output-dir is enough
     assert main(["pretrain", "--output-dir", str(run_dir), "--resume", "auto"]) == 0

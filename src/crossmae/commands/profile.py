@@ -160,7 +160,7 @@ def print_table(profiles: list[Profile], comparisons: list[dict[str, Any]]) -> N
                 f"{p.name} γ={p.prediction_ratio:g} holds for backward ({a.dtype}, eager): "
                 f"{a.per_image_mib:.1f} MiB/img (encoder {a.encoder_per_image_mib:.1f}) "
                 f"+ {a.per_step_mib:.0f} MiB/step of weight "
-                f"copies + {a.state_mib:.0f} MiB weights, grads, AdamW = "
+                f"copies + {a.state_mib:.0f} MiB weights and AdamW state = "
                 f"{a.held_mib / 1024:.2f} GiB at batch {a.batch_size}"
             )
     for c in comparisons:

@@ -429,6 +429,7 @@ class Pretrainer:
         """Save where we are and exit; another rank may have caught the signal (SIGTERM)."""
         path = self._save(ckpt.LATEST)
         if self.dist.is_main:
+            self._loss_curve(final=True)
             self.logger.message(
                 f"stopped by {stop.name or 'a signal'} at epoch {self.epoch + 1}, step "
                 f"{self.global_step}; saved {path}\ncontinue with: crossmae pretrain "
