@@ -1,6 +1,7 @@
 """`crossmae profile`: counted FLOPs (attention included), ratios, a measured step."""
 
 import json
+import weakref
 
 import pytest
 import torch
@@ -81,6 +82,19 @@ def test_a_step_out_of_gpu_memory_is_one_sentence(monkeypatch):
         with pytest.raises(CrossMAEError) as err:
             measure_step(config, batch_size=6, device="cpu", steps=1, warmup=1, compile=compiled)
         assert str(err.value) == "out of GPU memory at batch 6; try a smaller batch size"
+
+
+def test_a_count_keeps_nothing_alive_after_it():
+    a = torch.randn(1000, requires_grad=True)
+    outputs = []
+
+    def forward() -> torch.Tensor:
+        out = a.exp()  # exp saves its own output
+        outputs.append(weakref.ref(out))
+        return out
+
+    assert saved_tensor_bytes(forward) == 4000
+    assert outputs[0]() is None  # freed with its graph, not kept in a cycle
 
 
 def test_saved_tensor_bytes_counts_each_saved_storage_once():

@@ -165,15 +165,25 @@ def saved_tensor_bytes(forward: Callable[[], Any], exclude: Container[int] = ())
     once however many views of it are saved; storages whose address is in `exclude` (the
     weights, held anyway) are left out."""
     storages: dict[int, int] = {}
+    # Alive as autograd would keep them (no address is freed and reused while counting),
+    # then let go: the graph holds these hooks, so a tensor kept past the count (by them or
+    # as its own packed value) would hold its grad_fn in a cycle no collector frees.
+    alive: list[torch.Tensor] = []
 
-    def keep(tensor: torch.Tensor) -> torch.Tensor:
+    def keep(tensor: torch.Tensor) -> None:
         storage = tensor.untyped_storage()
         if storage.data_ptr() not in exclude:
             storages[storage.data_ptr()] = storage.nbytes()
-        return tensor
+        alive.append(tensor)
 
-    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
-        forward()
+    def unpack(_: None) -> torch.Tensor:
+        raise RuntimeError("a forward run to count saved tensors cannot be backpropagated")
+
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(keep, unpack):
+            forward()
+    finally:
+        alive.clear()
     return sum(storages.values())
 
 
