@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -64,16 +65,24 @@ def test_a_run_without_fsdp_resumes_under_fsdp_and_reports_every_ranks_bad_image
     args = [*tiny, "--data", str(image_folder), "--epochs", "2", "--warmup-epochs", "0",
             "--in-memory", "false", "--batch-size", "4", "--output-dir", str(out)]  # fmt: skip
     assert main(["pretrain", *args, "--accum-iter", "2", "--max-steps", "3"]) == 0
+    shutil.copytree(out, tmp_path / "unchecked")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                 "--nproc_per_node=2", "-m", "crossmae", "pretrain"]  # fmt: skip
-    # the same effective batch: 2 processes x 4 for 4 x 2; sharded blocks, checkpointed
-    resumed = subprocess.run(
-        [*torchrun, *args, "--accum-iter", "1", "--fsdp", "--grad-checkpointing",
-         "--resume", "auto"],
-        capture_output=True, text=True, timeout=300, env=crossmae_env,
-    )  # fmt: skip
+
+    def resume(*flags: str) -> subprocess.CompletedProcess:
+        # the same effective batch: 2 processes x 4 for 4 x 2
+        return subprocess.run(
+            [*torchrun, *args, "--accum-iter", "1", "--fsdp", "--resume", "auto", *flags],
+            capture_output=True, text=True, timeout=300, env=crossmae_env,
+        )  # fmt: skip
+
+    resumed = resume("--grad-checkpointing")  # sharded blocks, checkpointed
     assert resumed.returncode == 0, resumed.stderr
     assert "skipped 8 of 72 files: 8 corrupt" in resumed.stdout  # both ranks' finds
+    assert "FSDP2, gradient checkpointing" in resumed.stdout
+    unchecked = resume("--output-dir", str(tmp_path / "unchecked"))
+    assert unchecked.returncode == 0, unchecked.stderr
+    assert curve(out) == pytest.approx(curve(tmp_path / "unchecked"), rel=1e-6)
     state = load_training_state(out / "checkpoint.pth")
     assert state["global_step"] == 2 * 72 // 8
     adam = state["optimizer"]["state"]["encoder.patch_embed.proj.weight"]
