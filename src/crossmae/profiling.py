@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from crossmae.data.transforms import size_pair
@@ -125,7 +126,6 @@ def count_saved_activations(
     and the total at `batch_size`."""
     model = MaskedAutoencoder(config).train()
     model.set_grad_checkpointing(grad_checkpointing)
-    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
 
     def held_bytes(images: int, encoder_only: bool) -> int:
         imgs = torch.randn(images, config.in_chans, *size_pair(config.img_size))
@@ -135,7 +135,7 @@ def count_saved_activations(
             return model.encode(imgs, masking) if encoder_only else model(imgs).loss
 
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-            return saved_tensor_bytes(forward, exclude=weights)
+            return saved_tensor_bytes(forward, weights_of=model)
 
     def per_image_and_step(encoder_only: bool = False) -> tuple[float, float]:
         one, two = held_bytes(1, encoder_only), held_bytes(2, encoder_only)
@@ -160,10 +160,12 @@ def count_saved_activations(
     )
 
 
-def saved_tensor_bytes(forward: Callable[[], Any], exclude: Container[int] = ()) -> int:
+def saved_tensor_bytes(forward: Callable[[], Any], weights_of: nn.Module | None = None) -> int:
     """Bytes of the storages autograd saves for backward while `forward()` runs, each storage
-    once however many views of it are saved; storages whose address is in `exclude` (the
-    weights, held anyway) are left out."""
+    once however many views of it are saved; the parameters of `weights_of` (held anyway)
+    are left out."""
+    params = weights_of.parameters() if weights_of is not None else ()
+    exclude = {p.untyped_storage().data_ptr() for p in params}
     storages: dict[int, int] = {}
     # Alive as autograd would keep them (no address is freed and reused while counting),
     # then let go: the graph holds these hooks, so a tensor kept past the count (by them or
