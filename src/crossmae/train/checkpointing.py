@@ -78,7 +78,13 @@ def restore_rng(state: Mapping[str, Any], generators: Mapping[str, torch.Generat
 
 
 def save_training_state(
-    path: str | Path,
+    path: str | Path, model: MaskedAutoencoder, optimizer_state: dict[str, Any], **fields: Any
+) -> None:
+    """`write_training_state(training_state(...), path)`, in one call."""
+    write_training_state(training_state(model, optimizer_state, **fields), path)
+
+
+def training_state(
     model: MaskedAutoencoder,
     optimizer_state: dict[str, Any],
     *,
@@ -90,14 +96,14 @@ def save_training_state(
     generators: Mapping[str, torch.Generator] | None = None,
     model_state: dict[str, torch.Tensor] | None = None,
     **extra: Any,
-) -> None:
-    """Write a resumable checkpoint atomically.
+) -> dict[str, Any]:
+    """What a resumable checkpoint holds (its tensors are the live ones until copied).
 
     `epoch` is the epoch in progress (0-based) and `step_in_epoch` the optimizer steps done
     in it; an epoch boundary is (epoch + 1, 0). `model_state` replaces `model.state_dict()`
     when the caller had to gather it (sharded training).
     """
-    ckpt = model_checkpoint(
+    state = model_checkpoint(
         model,
         optimizer=optimizer_state,
         scaler=scaler_state,
@@ -109,11 +115,21 @@ def save_training_state(
         **extra,
     )
     if model_state is not None:
-        ckpt["model"] = model_state
+        state["model"] = model_state
+    return state
+
+
+def write_training_state(
+    state: dict[str, Any], path: str | Path, *, also_as: str | Path | None = None
+) -> None:
+    """Write `state` atomically to `path`, then give it the second name `also_as` (the
+    latest, when `path` is a kept copy); an unwritable file is one sentence."""
     try:
-        atomic_torch_save(ckpt, path)
+        atomic_torch_save(state, path)
     except OSError as err:  # a full disk, a lost mount: the atomic write left the old file
         raise CrossMAEError(_unwritten(Path(path), err)) from None
+    if also_as is not None:
+        copy_training_state(path, also_as)
 
 
 def copy_training_state(source: str | Path, path: str | Path) -> None:

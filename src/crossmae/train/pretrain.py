@@ -24,6 +24,7 @@ from crossmae.models.config import AutoencoderConfig
 from crossmae.serialization import load_state_dict_strict
 from crossmae.train import checkpointing as ckpt
 from crossmae.train.batches import BatchSource, InMemorySource, derive_seed, masking_noise
+from crossmae.train.checkpoint_writer import CheckpointWriter, host_copy
 from crossmae.train.config import PretrainConfig
 from crossmae.train.data import TrainingData, open_training_data
 from crossmae.train.distributed import (
@@ -132,6 +133,7 @@ class Pretrainer:
         )  # fmt: skip
         self.resumed_from = resumed_from
         self.stop_vote = StopVote() if dist.distributed else None
+        self.checkpoints = CheckpointWriter()
 
     # ----- setup ---------------------------------------------------------------------------
 
@@ -215,7 +217,9 @@ class Pretrainer:
         with GracefulStop() as stop:
             try:
                 code = self._train(stop)
+                self.checkpoints.wait()  # the last checkpoint is on disk before the summary
             finally:
+                self.checkpoints.close()
                 if self.stop_vote is not None:
                     self.stop_vote.close()
                 self.logger.close()
@@ -319,6 +323,7 @@ class Pretrainer:
         )
         self.logger.log(record, self.global_step, line)
         if reading.worst_streak >= cfg.max_nonfinite:
+            self.checkpoints.wait()
             kept = ckpt.readable_latest(self.output_dir)
             raise CrossMAEError(
                 f"the loss or gradient was not finite for {reading.worst_streak} steps in a row "
@@ -340,9 +345,7 @@ class Pretrainer:
         # which is then the kept copy, so a resumed run never lacks one. The latest is a
         # link to (or copy of) it: no second gather, transfer and serialization of the state.
         if cfg.keep_every_epochs and self.epoch % cfg.keep_every_epochs == 0:
-            kept = self._save(ckpt.epoch_checkpoint_name(self.epoch))
-            if self.dist.is_main:
-                ckpt.copy_training_state(kept, self.output_dir / ckpt.LATEST)
+            self._save(ckpt.epoch_checkpoint_name(self.epoch), also_latest=True)
         else:
             self._save(ckpt.LATEST)
         self._figures(final)
@@ -398,24 +401,25 @@ class Pretrainer:
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
         return get_model_state_dict(self.module, options=options)
 
-    def _save(self, name: str) -> Path:
-        """Write a resumable checkpoint (rank 0 writes; under FSDP all ranks gather)."""
+    def _save(self, name: str, also_latest: bool = False) -> Path:
+        """Start writing a resumable checkpoint behind training (rank 0 writes; under FSDP
+        all ranks gather); `also_latest` links the latest to it once written."""
         path = self.output_dir / name
-        model_state = self._full_model_state()
         if self.cfg.fsdp:
             from torch.distributed.checkpoint.state_dict import (
                 StateDictOptions,
                 get_optimizer_state_dict,
             )
 
+            model_state = self._full_model_state()
             options = StateDictOptions(full_state_dict=True, cpu_offload=True)
             optimizer_state = get_optimizer_state_dict(self.module, self.optimizer, options=options)
         else:
-            optimizer_state = self.optimizer.state_dict()
+            model_state, optimizer_state = self.module.state_dict(), self.optimizer.state_dict()
         if self.dist.is_main:
             scaler = self.stepper.scaler
-            ckpt.save_training_state(
-                path, self.module, optimizer_state,
+            state = ckpt.training_state(
+                self.module, optimizer_state,
                 epoch=self.epoch, step_in_epoch=self.step_in_epoch, global_step=self.global_step,
                 config=self.cfg.to_dict(), scaler_state=scaler.state_dict() if scaler else None,
                 generators={"masking": self.mask_generator}, model_state=model_state,
@@ -423,11 +427,17 @@ class Pretrainer:
                 data_readers=getattr(self.source, "readers", None),
                 train_seconds=self._seconds(),
             )  # fmt: skip
+            # the next step changes the live tensors in place, so the write gets a copy of its
+            # own (FSDP's gathered tensors too: on one process they need not be copies)
+            state = host_copy(state)
+            latest = self.output_dir / ckpt.LATEST if also_latest else None
+            self.checkpoints.submit(lambda: ckpt.write_training_state(state, path, also_as=latest))
         return path
 
     def _stop_on_signal(self, stop: GracefulStop) -> int:
         """Save where we are and exit; another rank may have caught the signal (SIGTERM)."""
         path = self._save(ckpt.LATEST)
+        self.checkpoints.wait()
         if self.dist.is_main:
             self._loss_curve(final=True)
             self.logger.message(
