@@ -43,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"crossmae {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:  # the file system refused where no sentence of ours explains it
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"crossmae {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
     return int(code or 0)
 
 

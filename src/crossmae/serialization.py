@@ -106,6 +106,13 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
         _write_durably(tmp, lambda f: torch.save(obj, f))
 
 
+def unwritten(path: str | Path, err: OSError) -> CrossMAEError:
+    """An atomic write that failed (a full disk, a read-only mount), as one sentence that
+    says whether the file's previous version is still there."""
+    kept = "; its previous version is intact" if Path(path).is_file() else ""
+    return CrossMAEError(f"cannot write {path}: {err.strerror or err}{kept}")
+
+
 def atomic_write_text(text: str, path: str | Path) -> None:
     """`atomic_torch_save` for text (result JSON): a reader never sees half a file."""
     with _replaced_atomically(Path(path)) as tmp:
@@ -123,7 +130,7 @@ def atomic_save_safetensors(
         with _replaced_atomically(path) as tmp:
             _write_durably(tmp, lambda f: f.write(save(tensors, metadata=metadata)))
     except OSError as err:
-        raise CrossMAEError(f"cannot write {path}: {err.strerror or err}") from None
+        raise unwritten(path, err) from None
 
 
 def atomic_link_or_copy(source: str | Path, path: str | Path) -> None:

@@ -1,11 +1,15 @@
 """Mistakes users make get one sentence and exit status 2, never a traceback."""
 
+import errno
+import os
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from crossmae.cli import main
+from crossmae.serialization import safe_torch_load
 
 
 def _fails(capsys, *args) -> str:
@@ -104,3 +108,42 @@ def test_resume_with_another_layer_decay_is_one_sentence(capsys, authors, two_cl
     capsys.readouterr()
     err = _fails(capsys, *common, "--epochs", 2, "--layer-decay", 1.0)
     assert "was fine-tuned with other optimizer groups (another --layer-decay" in err
+
+
+@pytest.mark.parametrize("command", ["finetune", "linprobe"])
+def test_a_full_disk_is_one_sentence(capsys, command, authors, two_class_tree, tmp_path,
+                                     monkeypatch):  # fmt: skip
+    def full_disk(obj, f) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    out = tmp_path / "out"
+    err = _fails(capsys, command, "--checkpoint", authors, "--data", two_class_tree,
+                 "--output-dir", out, "--epochs", 1, "--warmup-epochs", 0, "--batch-size", 10,
+                 "--num-workers", 0)  # fmt: skip
+    assert (
+        err
+        == f"crossmae {command}: error: cannot write {out}/"
+        + ("checkpoint-best.pth" if command == "finetune" else "checkpoint-last.pth")
+        + ": No space left on device"
+    )
+
+
+def test_a_disk_that_fills_later_leaves_the_last_epoch(capsys, authors, two_class_tree, tmp_path,
+                                                       monkeypatch):  # fmt: skip
+    real_save, saves = torch.save, []
+
+    def fills_at_the_second(obj, f) -> None:
+        saves.append(obj)
+        if len(saves) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_save(obj, f)
+
+    monkeypatch.setattr(torch, "save", fills_at_the_second)
+    out = tmp_path / "out"
+    err = _fails(capsys, "linprobe", "--checkpoint", authors, "--data", two_class_tree,
+                 "--output-dir", out, "--epochs", 2, "--warmup-epochs", 0, "--batch-size", 10,
+                 "--num-workers", 0)  # fmt: skip
+    assert err == (f"crossmae linprobe: error: cannot write {out}/checkpoint-last.pth: No space "
+                   "left on device; its previous version is intact")  # fmt: skip
+    assert safe_torch_load(out / "checkpoint-last.pth")["epoch"] == 1

@@ -89,3 +89,16 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(
     assert load_training_state(path)["global_step"] == 2
     assert isinstance(crossmae.load_model(path), torch.nn.Module)
     assert [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_a_file_system_error_no_sentence_of_ours_covers_is_still_one_line(
+    tiny, image_folder, tmp_path, capsys
+):
+    run_dir = tmp_path / "run"
+    (run_dir / "log.jsonl").mkdir(parents=True)  # the log cannot be opened for appending
+    args = [*tiny, "--data", str(image_folder), "--epochs", "1", "--warmup-epochs", "0",
+            "--batch-size", "4", "--output-dir", str(run_dir)]  # fmt: skip
+    assert main(["pretrain", *args]) == 2
+    assert capsys.readouterr().err == (
+        f"crossmae pretrain: error: {run_dir / 'log.jsonl'}: Is a directory\n"
+    )

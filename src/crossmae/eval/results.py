@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from crossmae.serialization import atomic_write_text
+from crossmae.serialization import atomic_write_text, unwritten
 
 
 def _cell(value: Any) -> str:
@@ -28,7 +28,10 @@ def result_table(title: str, results: dict[str, Any]) -> str:
 def write_results(path: str | Path, results: dict[str, Any]) -> Path:
     """Write JSON atomically, so a reader never sees half a file."""
     path = Path(path)
-    atomic_write_text(json.dumps(results, indent=2) + "\n", path)
+    try:
+        atomic_write_text(json.dumps(results, indent=2) + "\n", path)
+    except OSError as err:
+        raise unwritten(path, err) from None
     return path
 
 

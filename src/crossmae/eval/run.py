@@ -13,7 +13,7 @@ import torch
 from crossmae.errors import CrossMAEError
 from crossmae.eval.results import write_results
 from crossmae.eval.settings import EvalSettings, TrainedSettings
-from crossmae.serialization import atomic_torch_save
+from crossmae.serialization import atomic_torch_save, unwritten
 from crossmae.train.batches import derive_seed
 from crossmae.train.checkpointing import restore_rng, seed_everything
 from crossmae.train.distributed import DistInfo, cleanup_distributed, init_distributed
@@ -83,7 +83,10 @@ class RunContext:
 
     def save(self, obj: Any, name: str) -> None:
         if self.dist.is_main:
-            atomic_torch_save(obj, self.output_dir / name)
+            try:
+                atomic_torch_save(obj, self.output_dir / name)
+            except OSError as err:
+                raise unwritten(self.output_dir / name, err) from None
 
     @contextmanager
     def resumable(self, last: str) -> Iterator[None]:

@@ -23,6 +23,7 @@ from crossmae.serialization import (
     atomic_torch_save,
     load_state_dict_strict,
     safe_torch_load,
+    unwritten,
 )
 
 FORMAT = "crossmae"
@@ -46,7 +47,10 @@ def save_model(path: str | Path, model: MaskedAutoencoder, **extra: Any) -> None
                                 "in a .pth")  # fmt: skip
         save_safetensors(path, model)
         return
-    atomic_torch_save(model_checkpoint(model, **extra), path)
+    try:
+        atomic_torch_save(model_checkpoint(model, **extra), path)
+    except OSError as err:
+        raise unwritten(path, err) from None
 
 
 def model_from_checkpoint(ckpt: dict[str, Any], what: str) -> MaskedAutoencoder:
