@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -53,6 +55,26 @@ def image_folder(tmp_path: Path) -> Path:
     root = tmp_path / "images"
     _write_images(root / "train", 64)
     return root
+
+
+@pytest.fixture
+def tar_shards(tmp_path: Path) -> str:
+    """PATH/shards/part-{000..002}.tar, WebDataset-style: 24 x (NNNN.png + NNNN.cls) each,
+    as the brace pattern `--data` takes."""
+    folder, shards, per_shard = tmp_path / "shards", 3, 24
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    for s in range(shards):
+        with tarfile.open(folder / f"part-{s:03d}.tar", "w") as tar:
+            for i in range(per_shard):
+                png = io.BytesIO()
+                Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(png, "PNG")
+                for name, data in ((f"{s}_{i:04d}.png", png.getvalue()),
+                                   (f"{s}_{i:04d}.cls", str(i % 2).encode())):  # fmt: skip
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    return str(folder / f"part-{{000..{shards - 1:03d}}}.tar")
 
 
 def _command(*args: str) -> list[str]:

@@ -6,6 +6,7 @@ import errno
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -15,29 +16,60 @@ import torch
 import crossmae.train.pretrain as pretrain_module
 from crossmae.cli import main
 from crossmae.errors import CrossMAEError
-from crossmae.train.checkpoint_writer import CheckpointWriter, host_copy
+from crossmae.train import checkpointing as ckpt
+from crossmae.train.batches import StreamSource
+from crossmae.train.checkpoint_writer import (
+    CheckpointWriter,
+    host_copy,
+    live_storages,
+    storages,
+)
 from crossmae.train.checkpointing import load_training_state
 
 
-def test_host_copy_copies_every_tensor_and_rebuilds_the_containers():
-    live = {"w": torch.randn(3, 4), "groups": [{"lr": 0.1, "betas": (0.9, torch.randn(2))}],
-            "step": 7, "name": "adamw"}  # fmt: skip
-    copy = host_copy(live)
-    before = copy["w"].clone(), copy["groups"][0]["betas"][1].clone()
-    live["w"].add_(1.0)
-    live["groups"][0]["betas"][1].mul_(3.0)
+def test_host_copy_copies_the_live_tensors_and_rebuilds_the_containers():
+    weight, moment = torch.randn(3, 4), torch.randn(2)
+    state = OrderedDict(w=weight)
+    state._metadata = {"": {"version": 1}}  # type: ignore[attr-defined]
+    live = {"model": state, "groups": [{"lr": 0.1, "betas": (0.9, moment)}], "step": 7}
+    copy = host_copy(live, storages([weight, moment]))
+    before = weight.clone(), moment.clone()
+    weight.add_(1.0)
+    moment.mul_(3.0)
     live["groups"][0]["lr"] = 0.5
-    assert torch.equal(copy["w"], before[0])
+    assert torch.equal(copy["model"]["w"], before[0])
     assert torch.equal(copy["groups"][0]["betas"][1], before[1])
-    assert copy["groups"][0]["lr"] == 0.1 and copy["step"] == 7 and copy["name"] == "adamw"
+    assert copy["groups"][0]["lr"] == 0.1 and copy["step"] == 7
     assert isinstance(copy["groups"][0]["betas"], tuple)
+    assert type(copy["model"]) is OrderedDict and copy["model"]._metadata == state._metadata
+
+
+def test_host_copy_copies_views_of_live_tensors_but_keeps_fresh_ones():
+    weight = torch.randn(4, 4)
+    fresh = torch.randn(8)  # an RNG state, a tensor gathered from shards
+    copy = host_copy({"row": weight[1], "fresh": fresh}, storages([weight]))
+    assert copy["fresh"] is fresh
+    weight.zero_()
+    assert copy["row"].abs().sum() > 0
 
 
 def test_host_copy_keeps_dtype_and_leaves_autograd_behind():
     weight = torch.randn(5, dtype=torch.float64, requires_grad=True)
-    copy = host_copy({"w": weight * 2})["w"]
+    copy = host_copy({"w": weight}, storages([weight]))["w"]
     assert copy.dtype == torch.float64 and not copy.requires_grad and copy.grad_fn is None
-    assert copy.device.type == "cpu"
+    assert copy.device.type == "cpu" and copy.untyped_storage().data_ptr() != weight.data_ptr()
+
+
+def test_live_storages_are_the_weights_buffers_and_optimizer_state():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.randn(4, 3)).sum().backward()
+    optimizer.step()
+    found = live_storages(model, optimizer)
+    moments = [v for s in optimizer.state.values() for v in s.values()]
+    for tensor in [*model.parameters(), *model.buffers(), *moments]:
+        assert tensor.untyped_storage().data_ptr() in found
+    assert len(found) == len([*model.parameters(), *model.buffers(), *moments])
 
 
 def test_a_write_runs_behind_the_caller():
@@ -52,7 +84,6 @@ def test_a_write_runs_behind_the_caller():
     release.set()
     writer.wait()
     assert done.is_set()
-    writer.close()
 
 
 def test_writes_run_one_at_a_time_in_the_order_given():
@@ -71,7 +102,6 @@ def test_writes_run_one_at_a_time_in_the_order_given():
     for i in range(4):
         writer.submit(write(i))
     writer.wait()
-    writer.close()
     assert log == [0, 1, 2, 3] and most[0] == 1
 
 
@@ -86,20 +116,30 @@ def test_a_failed_write_raises_at_the_next_save_once():
         writer.submit(lambda: None)
     writer.submit(lambda: None)  # reported once: the run decides what to do with it
     writer.wait()
-    writer.close()
 
 
 def test_close_lets_the_write_in_flight_finish_and_keeps_its_error_to_itself():
     writer, done = CheckpointWriter(), []
 
     def slow_then_fail() -> None:
-        time.sleep(0.05)
+        time.sleep(0.2)
         done.append(True)
         raise CrossMAEError("could not write")
 
     writer.submit(slow_then_fail)
     writer.close()  # in a `finally` with another error on its way: that one is reported
     assert done == [True]
+
+
+def test_an_abandoned_write_does_not_hold_up_the_caller():
+    writer, release = CheckpointWriter(), threading.Event()
+    writer.submit(lambda: release.wait(10))
+    began = time.monotonic()
+    writer.abandon()  # a second Ctrl-C: the process stops now
+    writer.close()
+    writer.wait()
+    assert time.monotonic() - began < 5
+    release.set()
 
 
 class LatestPossibleWriter(CheckpointWriter):
@@ -122,13 +162,28 @@ class LatestPossibleWriter(CheckpointWriter):
         self.wait()
 
 
+def slow_writes(monkeypatch) -> None:
+    """Each write takes long enough for training to go on while it runs."""
+    write = ckpt.write_training_state
+
+    def slowly(*args: Any, **kwargs: Any) -> None:
+        time.sleep(0.3)
+        write(*args, **kwargs)
+
+    monkeypatch.setattr(ckpt, "write_training_state", slowly)
+
+
+@pytest.mark.parametrize("late", ["at the next save", "on a slow thread"])
 def test_a_checkpoint_written_after_training_went_on_holds_the_state_of_its_epoch(
-    tiny, image_folder, tmp_path, monkeypatch
+    late, tiny, image_folder, tmp_path, monkeypatch
 ):
     args = [*tiny, "--data", str(image_folder), "--epochs", "2", "--batch-size", "8",
             "--warmup-epochs", "0", "--keep-every-epochs", "1"]  # fmt: skip
     assert main(["pretrain", *args, "--output-dir", str(tmp_path / "now")]) == 0
-    monkeypatch.setattr(pretrain_module, "CheckpointWriter", LatestPossibleWriter)
+    if late == "at the next save":
+        monkeypatch.setattr(pretrain_module, "CheckpointWriter", LatestPossibleWriter)
+    else:
+        slow_writes(monkeypatch)
     assert main(["pretrain", *args, "--output-dir", str(tmp_path / "late")]) == 0
 
     def state(run: str, name: str) -> dict[str, Any]:
@@ -140,13 +195,33 @@ def test_a_checkpoint_written_after_training_went_on_holds_the_state_of_its_epoc
     for name, weight in first_now["model"].items():
         assert torch.equal(first_late["model"][name], weight), name
     for i, moments in first_now["optimizer"]["state"].items():
-        assert torch.equal(first_late["optimizer"]["state"][i]["exp_avg"], moments["exp_avg"])
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(first_late["optimizer"]["state"][i][key], moments[key]), key
+    for key in ("torch", "generators"):
+        assert str(first_late["rng"][key]) == str(first_now["rng"][key])
     # the second epoch changed the weights, so a checkpoint without a snapshot would differ
     last = state("late", "checkpoint.pth")["model"]
     assert any(not torch.equal(last[name], w) for name, w in first_now["model"].items())
     assert (tmp_path / "late" / "checkpoint.pth").samefile(
         tmp_path / "late" / "checkpoint-epoch0002.pth"
     )
+
+
+def test_no_write_runs_while_an_epoch_forks_its_workers(tiny, tar_shards, tmp_path, monkeypatch):
+    seen: list[bool] = []
+    epoch = StreamSource.epoch
+
+    def look_then_start(self: StreamSource, *args: Any) -> Any:
+        seen.append(any(t.name == "checkpoint-writer" for t in threading.enumerate()))
+        return epoch(self, *args)
+
+    slow_writes(monkeypatch)
+    monkeypatch.setattr(StreamSource, "epoch", look_then_start)
+    args = [*tiny, "--data", tar_shards, "--samples-per-epoch", "72",
+            "--epochs", "3", "--batch-size", "12", "--warmup-epochs", "0", "--num-workers", "1",
+            "--output-dir", str(tmp_path / "run")]  # fmt: skip
+    assert main(["pretrain", *args]) == 0
+    assert seen == [False, False, False]
 
 
 def test_a_failed_last_write_fails_the_run(tiny, image_folder, tmp_path, monkeypatch, capsys):
@@ -160,5 +235,25 @@ def test_a_failed_last_write_fails_the_run(tiny, image_folder, tmp_path, monkeyp
     assert main(["pretrain", *args]) == 2  # the write behind training failed after its save
     assert capsys.readouterr().err == (
         f"crossmae pretrain: error: could not write checkpoint {run_dir / 'checkpoint.pth'}: "
-        "No space left on device; no checkpoint was saved yet\n"
+        "No space left on device; no checkpoint was saved yet; the run stopped at step 8\n"
     )
+
+
+def test_a_save_copies_the_state_only_once_the_write_before_it_is_done(
+    tiny, image_folder, tmp_path, monkeypatch
+):
+    """So host memory holds one copy of the state, not one per write in the queue."""
+    writing: list[bool] = []
+    copy = pretrain_module.host_copy
+
+    def look_then_copy(*args: Any) -> Any:
+        writing.append(any(t.name == "checkpoint-writer" for t in threading.enumerate()))
+        return copy(*args)
+
+    slow_writes(monkeypatch)
+    monkeypatch.setattr(pretrain_module, "host_copy", look_then_copy)
+    args = [*tiny, "--data", str(image_folder), "--epochs", "1", "--batch-size", "16",
+            "--warmup-epochs", "0", "--save-every-steps", "1",
+            "--output-dir", str(tmp_path / "run")]  # fmt: skip
+    assert main(["pretrain", *args]) == 0
+    assert writing == [False] * 5  # steps 1-4, then the epoch's end

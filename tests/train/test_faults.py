@@ -84,7 +84,7 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(
     path = run_dir / "checkpoint.pth"
     assert err == (
         f"crossmae pretrain: error: could not write checkpoint {path}: No space left on "
-        f"device; the previous checkpoint {path} is intact\n"
+        f"device; the previous checkpoint {path} is intact; the run stopped at step 6\n"
     )
     assert load_training_state(path)["global_step"] == 2
     assert isinstance(crossmae.load_model(path), torch.nn.Module)

@@ -94,33 +94,9 @@ def test_sigterm_saves_and_exits_then_resume_matches(uninterrupted, start_crossm
     assert_same_weights(weights(run_dir), expected)
 
 
-def write_shards(folder: Path, shards: int = 3, per_shard: int = 24) -> str:
-    """WebDataset-style shards: NNNN.png + NNNN.cls members."""
-    import io
-    import tarfile
-
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    folder.mkdir()
-    for s in range(shards):
-        with tarfile.open(folder / f"part-{s:03d}.tar", "w") as tar:
-            for i in range(per_shard):
-                png = io.BytesIO()
-                Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(png, "PNG")
-                for name, data in ((f"{s}_{i:04d}.png", png.getvalue()),
-                                   (f"{s}_{i:04d}.cls", str(i % 2).encode())):  # fmt: skip
-                    info = tarfile.TarInfo(name)
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
-    return str(folder / f"part-{{000..{shards - 1:03d}}}.tar")
-
-
-def test_tar_shards_resume_mid_epoch_exactly(tiny, tmp_path):
+def test_tar_shards_resume_mid_epoch_exactly(tiny, tar_shards, tmp_path):
     """Shards stream; a resumed run replays the epoch's first batches to reach its place."""
-    shards = write_shards(tmp_path / "shards")
-    args = [*tiny, "--data", shards, "--samples-per-epoch", "72", "--epochs", "2",
+    args = [*tiny, "--data", tar_shards, "--samples-per-epoch", "72", "--epochs", "2",
             "--batch-size", "8", "--warmup-epochs", "0", "--lr", "3e-3",
             "--num-workers", "2"]  # fmt: skip
     assert main(["pretrain", *args, "--output-dir", str(tmp_path / "whole")]) == 0
@@ -299,10 +275,10 @@ def test_sigterm_to_the_whole_job_saves_even_with_loader_workers(
     assert load_training_state(run_dir / "checkpoint.pth")["global_step"] >= 3
 
 
-def test_a_mid_epoch_shard_resume_with_other_readers_is_refused(tiny, tmp_path, capsys):
+def test_a_mid_epoch_shard_resume_with_other_readers_is_refused(tiny, tar_shards, tmp_path, capsys):
     """Shards are dealt to processes x workers; dealt otherwise, the rest of the epoch would
     repeat some images and skip others."""
-    args = [*tiny, "--data", write_shards(tmp_path / "shards"), "--samples-per-epoch", "72",
+    args = [*tiny, "--data", tar_shards, "--samples-per-epoch", "72",
             "--epochs", "2", "--batch-size", "8", "--warmup-epochs", "0",
             "--output-dir", str(tmp_path / "cut")]  # fmt: skip
     assert main(["pretrain", *args, "--num-workers", "2", "--max-steps", "4"]) == 0

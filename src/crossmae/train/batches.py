@@ -31,6 +31,7 @@ def derive_seed(*parts: int) -> int:
 
 class BatchSource(Protocol):
     batches_per_epoch: int  # micro-batches per rank and epoch
+    forks_each_epoch: bool  # starts worker processes at every epoch
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[torch.Tensor]:
         """Images (B, C, H, W) on the training device for batches start_batch, ... ."""
@@ -56,6 +57,7 @@ class InMemorySource:
         self.images = images
         self.batch_size, self.rank, self.world_size, self.seed = batch_size, rank, world_size, seed
         self.batches_per_epoch = images.num_batches(batch_size, True, world_size)
+        self.forks_each_epoch = False
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[torch.Tensor]:
         generator = torch.Generator().manual_seed(derive_seed(self.seed, epoch))
@@ -147,6 +149,7 @@ class LoaderSource:
         self.device = device
         self.sampler = GlobalBatchSampler(len(dataset), batch_size, rank, world_size, seed)  # type: ignore[arg-type]
         self.batches_per_epoch = self.sampler.batches_per_epoch
+        self.forks_each_epoch = False  # its workers persist
         self.loader = DataLoader(
             SeededItems(dataset, seed, transform),
             batch_sampler=self.sampler,
@@ -182,6 +185,7 @@ class StreamSource:
     ) -> None:
         self.dataset, self.device, self.seed = dataset, device, seed
         self.main_process_decodes = num_workers == 0
+        self.forks_each_epoch = not self.main_process_decodes
         self.readers = world_size * max(num_workers, 1)  # how the shards are dealt out
         self.batches_per_epoch = samples_per_epoch // (batch_size * world_size)
         self.generator = torch.Generator()

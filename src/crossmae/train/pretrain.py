@@ -7,6 +7,7 @@ line's), and when resuming puts the checkpoint's own settings underneath, so
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import time
@@ -24,7 +25,7 @@ from crossmae.models.config import AutoencoderConfig
 from crossmae.serialization import load_state_dict_strict
 from crossmae.train import checkpointing as ckpt
 from crossmae.train.batches import BatchSource, InMemorySource, derive_seed, masking_noise
-from crossmae.train.checkpoint_writer import CheckpointWriter, host_copy
+from crossmae.train.checkpoint_writer import CheckpointWriter, host_copy, live_storages
 from crossmae.train.config import PretrainConfig
 from crossmae.train.data import TrainingData, open_training_data
 from crossmae.train.distributed import (
@@ -214,15 +215,17 @@ class Pretrainer:
 
     def run(self) -> int:
         self._announce()
-        with GracefulStop() as stop:
+        with GracefulStop() as stop, contextlib.ExitStack() as cleanup:
+            cleanup.callback(self.logger.close)
+            if self.stop_vote is not None:
+                cleanup.callback(self.stop_vote.close)
+            cleanup.callback(self.checkpoints.close)  # an error on its way: finish the write
             try:
                 code = self._train(stop)
-                self.checkpoints.wait()  # the last checkpoint is on disk before the summary
-            finally:
-                self.checkpoints.close()
-                if self.stop_vote is not None:
-                    self.stop_vote.close()
-                self.logger.close()
+                self._finish_writes()  # the last checkpoint is on disk before the summary
+            except KeyboardInterrupt:  # a second signal: stop now, the last whole file stays
+                self.checkpoints.abandon()
+                raise
         if code == 0:
             report = self.data.report()  # every rank takes part: it merges their findings
             if self.dist.is_main:
@@ -232,6 +235,8 @@ class Pretrainer:
     def _train(self, stop: GracefulStop) -> int:
         cfg = self.cfg
         while self.epoch < cfg.epochs:
+            if self.source.forks_each_epoch:
+                self._finish_writes()  # no thread writes while the process forks its workers
             batches = self.source.epoch(self.epoch, self.step_in_epoch * cfg.accum_iter)
             while self.step_in_epoch < self.steps_per_epoch and not self._reached_max_steps():
                 set_lr(self.optimizer, self._lr())
@@ -323,13 +328,18 @@ class Pretrainer:
         )
         self.logger.log(record, self.global_step, line)
         if reading.worst_streak >= cfg.max_nonfinite:
-            self.checkpoints.wait()
+            try:
+                self.checkpoints.wait()
+                unwritten = ""
+            except CrossMAEError as err:
+                unwritten = f" (and {err})"
             kept = ckpt.readable_latest(self.output_dir)
             raise CrossMAEError(
                 f"the loss or gradient was not finite for {reading.worst_streak} steps in a row "
                 f"(up to step {self.global_step}), so the run stopped; "
                 + (f"the last good checkpoint is {kept}" if kept else "no checkpoint was saved")
                 + "; lower --blr or --lr, set --clip-grad, or use --precision bf16 or fp32"
+                + unwritten
             )
         self.meters.reset()
 
@@ -368,6 +378,7 @@ class Pretrainer:
             grid = save_reconstruction(model, images, self.output_dir / RECON_PNG, cfg.seed, title)
             self.logger.image("reconstruction", grid, self.global_step)
         if knn and self.data.knn is not None:
+            self._finish_writes()  # its loader may fork workers: no thread may be writing
             accuracy = self.data.knn.accuracy(
                 model, self.device, lambda: autocast_context(self.device, self.precision)
             )
@@ -404,6 +415,7 @@ class Pretrainer:
     def _save(self, name: str, also_latest: bool = False) -> Path:
         """Start writing a resumable checkpoint behind training (rank 0 writes; under FSDP
         all ranks gather); `also_latest` links the latest to it once written."""
+        self._finish_writes()  # one copy of the state in host memory at a time
         path = self.output_dir / name
         if self.cfg.fsdp:
             from torch.distributed.checkpoint.state_dict import (
@@ -427,17 +439,24 @@ class Pretrainer:
                 data_readers=getattr(self.source, "readers", None),
                 train_seconds=self._seconds(),
             )  # fmt: skip
-            # the next step changes the live tensors in place, so the write gets a copy of its
-            # own (FSDP's gathered tensors too: on one process they need not be copies)
-            state = host_copy(state)
+            # the next step changes the live tensors in place, so the write gets copies of
+            # them (of FSDP's gathered state only what is not fresh: on one process, all)
+            state = host_copy(state, live_storages(self.module, self.optimizer))
             latest = self.output_dir / ckpt.LATEST if also_latest else None
             self.checkpoints.submit(lambda: ckpt.write_training_state(state, path, also_as=latest))
         return path
 
+    def _finish_writes(self) -> None:
+        """Wait for the checkpoint write in flight; one that failed stops the run here."""
+        try:
+            self.checkpoints.wait()
+        except CrossMAEError as err:
+            raise CrossMAEError(f"{err}; the run stopped at step {self.global_step}") from None
+
     def _stop_on_signal(self, stop: GracefulStop) -> int:
         """Save where we are and exit; another rank may have caught the signal (SIGTERM)."""
         path = self._save(ckpt.LATEST)
-        self.checkpoints.wait()
+        self._finish_writes()
         if self.dist.is_main:
             self._loss_curve(final=True)
             self.logger.message(
