@@ -3,6 +3,7 @@
 import errno
 import os
 import random
+import re
 import shutil
 
 import numpy as np
@@ -86,8 +87,26 @@ def test_latest_checkpoint_is_the_one_furthest_along_whatever_the_file_times(tmp
     _save_at(tmp_path / ckpt.epoch_checkpoint_name(4), 32)  # killed before the latest moved on
     assert ckpt.latest_checkpoint(tmp_path).name == ckpt.epoch_checkpoint_name(4)
     torch.save({"model": {}}, tmp_path / "checkpoint-other.pth")
-    with pytest.raises(CrossMAEError, match="not a crossmae training checkpoint; move it out"):
+    with pytest.raises(CrossMAEError, match=re.escape(
+        f"{tmp_path / 'checkpoint-other.pth'} is not a crossmae training checkpoint; move it "
+        f"out of {tmp_path} to resume from the others there (the furthest along: "
+        "checkpoint-epoch0004.pth, step 32)"
+    )):  # fmt: skip
         ckpt.latest_checkpoint(tmp_path)
+
+
+def test_a_corrupt_latest_checkpoint_names_the_readable_one_to_resume_from(tmp_path):
+    _save_at(tmp_path / ckpt.epoch_checkpoint_name(2), 16)
+    _save_at(tmp_path / ckpt.LATEST, 24)
+    data = (tmp_path / ckpt.LATEST).read_bytes()
+    (tmp_path / ckpt.LATEST).write_bytes(data[: len(data) // 2])  # damaged after it was written
+    with pytest.raises(CrossMAEError) as err:
+        ckpt.latest_checkpoint(tmp_path)
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path / ckpt.LATEST} is not a readable PyTorch checkpoint")
+    assert message.endswith(f"; move it out of {tmp_path} to resume from the others there "
+                            "(the furthest along: checkpoint-epoch0002.pth, step 16)")  # fmt: skip
+    assert ckpt.readable_latest(tmp_path) is None  # an error message's lookup: no second error
 
 
 def _kept_and_latest(directory):

@@ -180,8 +180,22 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
     kept copy is a hard link to), or None. Progress is read from the files: their times do
     not survive a copy or a download, and a run killed between writing a kept copy and
     linking the latest to it has a kept copy ahead of the latest."""
-    found = [p for p in Path(output_dir).glob(CHECKPOINT_GLOB) if p.is_file()]
-    return max(found, key=lambda p: (global_step_of(p), p.name == LATEST)) if found else None
+    steps: dict[Path, int] = {}
+    unreadable: list[tuple[Path, CrossMAEError]] = []
+    for path in Path(output_dir).glob(CHECKPOINT_GLOB):
+        if path.is_file():
+            try:
+                steps[path] = global_step_of(path)
+            except CrossMAEError as err:
+                unreadable.append((path, err))
+    if unreadable:  # it may be the furthest along: refuse rather than go back silently
+        path, err = min(unreadable)
+        newest = max(steps, key=lambda p: (steps[p], p.name == LATEST)) if steps else None
+        raise CrossMAEError(
+            f"{err}; move it out of {path.parent} to resume from the others there"
+            + (f" (the furthest along: {newest.name}, step {steps[newest]})" if newest else "")
+        )
+    return max(steps, key=lambda p: (steps[p], p.name == LATEST)) if steps else None
 
 
 def readable_latest(output_dir: str | Path) -> Path | None:
@@ -197,10 +211,7 @@ def global_step_of(path: str | Path) -> int:
     """The optimizer steps a training checkpoint was saved after (its tensors not read)."""
     state = safe_torch_load(path, mmap=True)
     if not isinstance(state, dict) or not isinstance(state.get("global_step"), int):
-        raise CrossMAEError(
-            f"{path} is not a crossmae training checkpoint; move it out of {Path(path).parent} "
-            "to resume from the others there"
-        )
+        raise CrossMAEError(f"{path} is not a crossmae training checkpoint")
     return state["global_step"]
 
 
