@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from crossmae.errors import CrossMAEError
+from crossmae.errors import CrossMAEError, Terminated
 
 # Sub-command name -> module with `add_arguments(parser)` and `run(args) -> int | None`.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     except CrossMAEError as err:
         print(f"crossmae {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except Terminated:
+        print(f"crossmae {args.command}: stopped by SIGTERM", file=sys.stderr)
+        return Terminated.exit_code
     except KeyboardInterrupt:
         print(f"crossmae {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -4,8 +4,10 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import types
 
 import pytest
@@ -234,26 +236,35 @@ def test_an_fp16_run_resumes_with_its_loss_scale(command, authors, two_class_tre
     assert torch.load(last, weights_only=True)["scaler"]["scale"] == 256.0
 
 
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 @pytest.mark.parametrize("command", [FINETUNE, PROBE], ids=["finetune", "linprobe"])
-def test_ctrl_c_says_where_the_last_epoch_is_and_how_to_go_on(
-    command, authors, two_class_tree, tmp_path, monkeypatch, capsys
+def test_a_stop_says_where_the_last_epoch_is_and_how_to_go_on(
+    how, command, authors, two_class_tree, tmp_path, monkeypatch, capsys
 ):
     out = tmp_path / "run"
     args = [*command, "--checkpoint", authors, "--data", two_class_tree, "--warmup-epochs", 1,
             "--output-dir", out]  # fmt: skip
-    real_log_epoch = RunContext.log_epoch
+    real_log_epoch, handler = RunContext.log_epoch, signal.getsignal(signal.SIGTERM)
 
-    def ctrl_c_after_the_first_epoch(self, *a):
+    def stopped_after_the_first_epoch(self, *a):
         real_log_epoch(self, *a)
+        if how == "sigterm":  # what a scheduler sends: delivered to this process for real
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises before this ends
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patched:
-        patched.setattr(RunContext, "log_epoch", ctrl_c_after_the_first_epoch)
-        assert _run(*args) == 130
+        patched.setattr(RunContext, "log_epoch", stopped_after_the_first_epoch)
+        assert _run(*args) == (143 if how == "sigterm" else 130)
     said = capsys.readouterr()
     assert f"stopped; {out / 'checkpoint-last.pth'} holds the last finished epoch" in said.out
-    assert "--resume auto" in said.out and said.err.endswith("interrupted\n")
+    assert "--resume auto" in said.out
+    assert said.err.endswith("stopped by SIGTERM\n" if how == "sigterm" else "interrupted\n")
+    assert signal.getsignal(signal.SIGTERM) is handler  # put back
     assert _run(*args, "--resume", "auto") == 0
+    if command is FINETUNE:  # the weights come from the checkpoint: none are fresh
+        assert "initialised fresh" in said.out
+        assert "initialised fresh" not in capsys.readouterr().out
     assert len(json.loads((out / "results.json").read_text())["history"]) == 3
 
 

@@ -15,6 +15,7 @@ from crossmae.data.subset import random_subset
 from crossmae.errors import CrossMAEError
 from crossmae.train.batches import repeat_passes
 from crossmae.train.distributed import DistInfo
+from crossmae.train.signals import ignore_stop_signals
 
 if TYPE_CHECKING:
     from crossmae.eval.settings import TrainedSettings
@@ -131,6 +132,7 @@ def make_loader(
         shuffle=shuffle, sampler=sampler, num_workers=num_workers, drop_last=train,
         pin_memory=dist.device.type == "cuda", persistent_workers=num_workers > 0,
         collate_fn=None if train else collate_good,
+        worker_init_fn=ignore_stop_signals if num_workers > 0 else None,  # the main one stops
     )  # fmt: skip
 
 

@@ -78,7 +78,7 @@ def _finetune(s: FinetuneSettings, ctx: RunContext, found: Path | None) -> dict[
     nn.init.zeros_(vit.head.bias)
     vit.to(ctx.device)
     ctx.say(f"fine-tuning {backbone.description} on {splits.num_classes} classes")
-    for line in report.lines():
+    for line in report.lines() if found is None else []:  # resumed: all from the checkpoint
         ctx.say(f"  {line}")
 
     train, test = protocol_batches(splits, s, ctx.dist)

@@ -19,6 +19,7 @@ from crossmae.train.checkpointing import restore_rng, seed_everything
 from crossmae.train.distributed import DistInfo, cleanup_distributed, init_distributed
 from crossmae.train.logging import RunLogger
 from crossmae.train.precision import Precision, autocast_context, resolve_precision
+from crossmae.train.signals import terminated_raises
 
 
 @dataclass
@@ -90,15 +91,18 @@ class RunContext:
 
     @contextmanager
     def resumable(self, last: str) -> Iterator[None]:
-        """On Ctrl-C, say that the last finished epoch is saved and how to go on from it
-        (the epoch under way is lost: the protocols checkpoint once an epoch)."""
-        try:
-            yield
-        except KeyboardInterrupt:
-            if (self.output_dir / last).is_file():
-                self.say(f"stopped; {self.output_dir / last} holds the last finished epoch: "
-                         "run the same command with --resume auto to go on from it")  # fmt: skip
-            raise
+        """On Ctrl-C or SIGTERM, say that the last finished epoch is saved and how to go on
+        from it (the epoch under way is lost: the protocols checkpoint once an epoch)."""
+        with terminated_raises():
+            try:
+                yield
+            except KeyboardInterrupt:
+                if (self.output_dir / last).is_file():
+                    self.say(
+                        f"stopped; {self.output_dir / last} holds the last finished epoch: "
+                        "run the same command with --resume auto to go on from it"
+                    )
+                raise
 
     def finish(self, table: str, results: dict[str, Any], name: str) -> None:
         """Print the result table and write it as JSON into the output folder."""

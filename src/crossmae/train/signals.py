@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType, TracebackType
 from typing import Any
+
+from crossmae.errors import Terminated
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -51,6 +55,24 @@ class GracefulStop:
     @property
     def exit_code(self) -> int:
         return EXIT_CODES.get(self.requested, 0) if self.requested else 0
+
+
+@contextmanager
+def terminated_raises() -> Iterator[None]:
+    """SIGTERM raises `Terminated` (a KeyboardInterrupt) inside, as Ctrl-C does: for loops
+    that checkpoint once an epoch and have nothing to finish first."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def ignore_stop_signals(worker_id: int) -> None:
