@@ -20,6 +20,14 @@ from crossmae.data.encoded import collate_good, decoded_images, without_stand_in
 from crossmae.errors import CrossMAEError
 
 
+def _damaged_pixels(png: bytes) -> bytes:
+    """A whole PNG whose compressed pixels are overwritten: corrupt, not cut short."""
+    data = bytearray(png)
+    start = data.index(b"IDAT") + 8
+    data[start : start + 8] = bytes(8)
+    return bytes(data)
+
+
 @pytest.fixture
 def messy_folder(tmp_path, random_image, encode, rng):
     """Five convertible odd images, three broken ones and a text file."""
@@ -32,7 +40,7 @@ def messy_folder(tmp_path, random_image, encode, rng):
         "grey16.png": encode(grey16, "PNG"),
         "cmyk.jpg": encode(rgb.convert("CMYK"), "JPEG"),
         "palette.png": encode(rgb.convert("P"), "PNG", transparency=3),
-        "corrupt.jpg": b"\xff\xd8\xff\xe0" + rng.bytes(300),
+        "corrupt.png": _damaged_pixels(png),
         "truncated.png": png[: len(png) // 2],
         "empty.jpg": b"",
         "notes.txt": b"not an image",
@@ -72,7 +80,7 @@ def test_without_stand_ins_bad_items_are_left_out_of_the_batches(messy_folder, w
 def test_decoded_images_counts_what_decoded_through_nested_subsets(messy_folder):
     ds = open_image_dataset(messy_folder, transform=eval_transform(32))
     names = [Path(ds.name(i)).name for i in range(len(ds))]
-    picked = [names.index(n) for n in ("corrupt.jpg", "rgba.png", "empty.jpg", "grey.jpg")]
+    picked = [names.index(n) for n in ("corrupt.png", "rgba.png", "empty.jpg", "grey.jpg")]
     nested = Subset(Subset(ds, picked), [1, 2, 3])  # rgba, empty, grey
     assert decoded_images(nested) == 3  # nothing read yet: none known bad
     list(DataLoader(ds, batch_size=3))
@@ -277,3 +285,12 @@ def test_a_dark_16_bit_image_stays_dark_and_a_unit_float_image_is_full_range():
     unit[0, 0] = 1.0
     out = np.asarray(decode_image(encoded(Image.fromarray(unit, mode="F"), "TIFF"), mode="L"))
     assert out[0, 0] == 255 and np.abs(out - np.rint(unit * 255)).max() <= 1
+
+
+@pytest.mark.parametrize("kept", [0.3, 0.5, 0.7, 0.9])
+def test_a_jpeg_cut_anywhere_counts_as_truncated(kept, random_image, encode):
+    """Pillow says "image file is truncated" or "Truncated File Read" depending on where."""
+    jpeg = encode(random_image(64, 64), "JPEG")
+    with pytest.raises(ImageSkipped) as skipped:
+        decode_image(jpeg[: int(len(jpeg) * kept)])
+    assert skipped.value.reason == "truncated"

@@ -187,6 +187,7 @@ def test_diverging_run_stops_with_a_clear_message(tiny, image_folder, tmp_path, 
                  "--output-dir", str(run_dir))  # fmt: skip
     assert "not finite for 2 steps in a row" in err
     assert f"the last good checkpoint is {run_dir / 'checkpoint.pth'}" in err
+    assert err.endswith("lower --blr or --lr, or set --clip-grad\n")  # fp32: no precision advice
     records = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines()]
     assert records[0]["nonfinite_steps"] == 0 and records[-1]["nonfinite_steps"] >= 2
     model = crossmae.load_model(run_dir / "checkpoint.pth")

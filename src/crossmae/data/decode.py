@@ -96,7 +96,9 @@ def _to_8bit(img: Image.Image) -> Image.Image:
 
 
 def _classify(err: BaseException) -> str:
-    return "truncated" if isinstance(err, EOFError) or "truncated" in str(err) else "corrupt"
+    # Pillow words it "image file is truncated" or "Truncated File Read", by where it ends
+    truncated = isinstance(err, EOFError) or "truncated" in str(err).lower()
+    return "truncated" if truncated else "corrupt"
 
 
 def _describe(err: BaseException) -> str:

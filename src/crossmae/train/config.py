@@ -168,7 +168,10 @@ class PretrainConfig:
     knn_k: int = setting(20, "neighbours that vote in kNN", WATCH)
     knn_max_images: int = setting(10000, "at most this many images per kNN split", WATCH)
     max_nonfinite: int = setting(
-        5, "stop when this many steps in a row had a non-finite loss or gradient", WATCH
+        5,
+        "stop when this many steps in a row had a non-finite loss or gradient (checked at "
+        "each log line: the step keeps no host sync; skipped steps change nothing)",
+        WATCH,
     )
 
     def model_config(self) -> AutoencoderConfig:

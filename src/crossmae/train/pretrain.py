@@ -338,7 +338,8 @@ class Pretrainer:
                 f"the loss or gradient was not finite for {reading.worst_streak} steps in a row "
                 f"(up to step {self.global_step}), so the run stopped; "
                 + (f"the last good checkpoint is {kept}" if kept else "no checkpoint was saved")
-                + "; lower --blr or --lr, set --clip-grad, or use --precision bf16 or fp32"
+                + "; lower --blr or --lr, or set --clip-grad"
+                + (", or use --precision bf16 or fp32" if self.precision == "fp16" else "")
                 + unwritten
             )
         self.meters.reset()
