@@ -54,3 +54,19 @@ def test_bad_files_are_skipped_counted_and_reported(
     assert "skipped 4 of 23 files" in report[-1]
     for reason in ("1 corrupt", "1 truncated", "1 empty", "1 not an image"):
         assert reason in report[-1], report[-1]
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_shards_that_give_no_image_say_so(workers, tiny, tmp_path, capsys):
+    """Not "use a smaller --batch-size" alone: no batch size helps when nothing decodes."""
+    (tmp_path / "bad.tar").write_bytes(b"not a tar archive\n")
+    args = [*tiny, "--data", str(tmp_path / "bad.tar"), "--samples-per-epoch", "16",
+            "--batch-size", "4", "--num-workers", workers, "--warmup-epochs", "0",
+            "--output-dir", str(tmp_path / "run")]  # fmt: skip
+    assert main(["pretrain", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (
+        "crossmae pretrain: error: the tar shards give no full batch of 4 images to each "
+        "process (skipped 1 of 1 samples: 1 corrupt); replace the damaged files, or use a "
+        "smaller --batch-size"
+    )

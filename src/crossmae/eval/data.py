@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 import torch
@@ -13,7 +14,7 @@ from crossmae.data import open_image_dataset
 from crossmae.data.encoded import collate_good, without_stand_ins
 from crossmae.data.subset import random_subset
 from crossmae.errors import CrossMAEError
-from crossmae.train.batches import repeat_passes
+from crossmae.train.batches import no_full_batch, repeat_passes
 from crossmae.train.distributed import DistInfo
 from crossmae.train.signals import ignore_stop_signals
 
@@ -203,8 +204,8 @@ class EpochBatches:
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         set_epoch(self.loader, epoch)
-        empty = (f"the training data gives no full batch of {self.loader.batch_size} images "
-                 "to each process; lower --batch-size")  # fmt: skip
+        batch, data = self.loader.batch_size, self.loader.dataset
+        empty = partial(no_full_batch, "the training images", batch, data)
         # shards, or a --samples-per-epoch above the set's size, run dry before the epoch ends
         batches = repeat_passes(self.loader, self.steps_per_epoch, empty)
         return checked_labels(batches, self.num_classes)

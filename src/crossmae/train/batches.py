@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Sized
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
@@ -200,17 +201,26 @@ class StreamSource:
         self.generator.manual_seed(derive_seed(self.seed, epoch))
         if self.main_process_decodes:  # the transforms then draw from the global RNG
             torch.manual_seed(derive_seed(self.seed, epoch, 1))
-        empty = (f"the tar shards give no full batch of {self.loader.batch_size} images to "
-                 "each process; use a smaller --batch-size")  # fmt: skip
+        empty = partial(no_full_batch, "the tar shards", self.loader.batch_size, self.dataset)
         batches = repeat_passes(self.loader, self.batches_per_epoch, empty)
         for images, _ in itertools.islice(batches, start_batch, None):
             yield images.to(self.device, non_blocking=True)
 
 
-def repeat_passes(loader: Iterable[T], count: int, empty: str) -> Iterator[T]:
+def no_full_batch(what: str, batch_size: int, dataset: object) -> str:
+    """Why a pass over `dataset` gave no batch: too few images for one, or too many of them
+    unreadable (as the data set's skip report says)."""
+    report = getattr(dataset, "report", lambda: None)()
+    said = f"{what} give no full batch of {batch_size} images to each process"
+    if report:
+        return f"{said} ({report}); replace the damaged files, or use a smaller --batch-size"
+    return f"{said}; use a smaller --batch-size"
+
+
+def repeat_passes(loader: Iterable[T], count: int, empty: Callable[[], str]) -> Iterator[T]:
     """`count` items of `loader`, starting another pass wherever one runs dry first (shards
     shorter than an epoch): every rank then runs the same steps, as a schedule counts on,
-    and none is left waiting in a collective. A pass that yields nothing raises `empty`."""
+    and none is left waiting in a collective. A pass that yields nothing raises `empty()`."""
     produced = 0
     while produced < count:
         passed = produced
@@ -220,7 +230,7 @@ def repeat_passes(loader: Iterable[T], count: int, empty: str) -> Iterator[T]:
             if produced == count:
                 return
         if produced == passed:
-            raise CrossMAEError(empty)
+            raise CrossMAEError(empty())
 
 
 def is_map_style(dataset: Dataset) -> bool:
