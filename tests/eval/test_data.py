@@ -5,7 +5,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from crossmae.errors import CrossMAEError
-from crossmae.eval.data import EpochBatches
+from crossmae.eval.data import EpochBatches, make_loader
+from crossmae.train.distributed import DistInfo
 
 
 def _loader(n: int) -> DataLoader:
@@ -25,3 +26,12 @@ def test_data_without_a_full_batch_is_one_sentence():
     batches = EpochBatches(_loader(3), num_classes=2, samples_per_epoch=8, global_batch=4)
     with pytest.raises(CrossMAEError, match="no full batch of 4 images to each process"):
         list(batches.epoch(0))
+
+
+def test_no_more_workers_than_cores(monkeypatch):
+    """More only queue up for the cores (and torch warns about each loader)."""
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    dataset = TensorDataset(torch.randn(8, 3), torch.arange(8))
+    cpu = DistInfo(0, 1, 0, torch.device("cpu"), True)
+    assert make_loader(dataset, 4, cpu, train=True, num_workers=4).num_workers == 2
+    assert make_loader(dataset, 4, cpu, train=False, num_workers=1).num_workers == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -119,6 +120,7 @@ def make_loader(
     would count twice; a batch of only bad ones is None). Under torchrun map-style sets are
     split over ranks (evaluation without the padding a DistributedSampler adds, so summed
     counts are exact); shards split themselves."""
+    num_workers = min(num_workers, os.cpu_count() or 1)  # more only queue up for the cores
     sampler = None
     if dist.distributed and not isinstance(dataset, IterableDataset):
         if train:
