@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from crossmae.cli import main
+from crossmae.commands.profile import times
 from crossmae.errors import CrossMAEError
 from crossmae.models.autoencoder import MaskedAutoencoder
 from crossmae.models.registry import get_config
@@ -166,14 +167,20 @@ def test_text_report(capsys):
     assert main(["profile", "--model", "mae_vit_tiny_patch4_32", "--compare", "--steps", "0"]) == 0
     out = capsys.readouterr().out
     assert out.count("crossmae_vit_tiny_patch4_32") == 4
-    assert "decoder FLOPs 2.60x fewer than MAE" in out and "step" not in out.split("FLOPs:")[0]
+    assert "decoder FLOPs 2.60x fewer than MAE's" in out and "step" not in out.split("FLOPs:")[0]
     assert main(_one_step("2")) == 0
     assert "batch 2 on cpu, mean of 1 steps" in capsys.readouterr().out
     argv = ["profile", "--model", "mae_vit_tiny_patch4_32", "--compare", "--gammas", "0.25"]
     assert main([*argv, "--steps", "0", "--activations", "--batch-size", "4"]) == 0
     out = capsys.readouterr().out
     assert out.count("holds for backward (float32, eager)") == 2 and "at batch 4" in out
-    assert "x less held at the batch" in out
+    assert "activations 1.50x smaller, 1.02x more held at the batch" in out  # weights: 12 blocks
+
+
+def test_a_ratio_below_one_is_said_the_other_way_round():
+    assert times(2.6, "fewer", "more") == "2.60x fewer"
+    assert times(1 / 1.25, "fewer", "more") == "1.25x more"  # not "0.80x fewer"
+    assert times(1.0, "faster", "slower") == "1.00x faster"
 
 
 def test_activations_in_the_json_report(capsys):

@@ -127,6 +127,12 @@ def versus(mae: Profile, cross: Profile) -> dict[str, Any]:
     return out
 
 
+def times(ratio: float, fewer: str, more: str) -> str:
+    """MAE's cost over CrossMAE's in words: "2.60x fewer", or for a ratio below one "1.02x
+    more" (never "0.98x fewer")."""
+    return f"{ratio:.2f}x {fewer}" if ratio >= 1 else f"{1 / ratio:.2f}x {more}"
+
+
 def total(p: Profile) -> float:
     return p.encoder_flops.total + p.decoder_flops.total
 
@@ -166,18 +172,18 @@ def print_table(profiles: list[Profile], comparisons: list[dict[str, Any]]) -> N
     for c in comparisons:
         line = (
             f"{c['name']} γ={c['prediction_ratio']:g}: decoder FLOPs "
-            f"{c['decoder_flops_ratio']:.2f}x fewer than MAE "
-            f"(linear only {c['decoder_linear_flops_ratio']:.2f}x), "
-            f"encoder+decoder {c['total_flops_ratio']:.2f}x"
+            f"{times(c['decoder_flops_ratio'], 'fewer', 'more')} than MAE's (linear layers "
+            f"alone {times(c['decoder_linear_flops_ratio'], 'fewer', 'more')}), encoder+decoder "
+            f"{times(c['total_flops_ratio'], 'fewer', 'more')}"
         )
         if "step_speedup" in c:
-            line += f"; step {c['step_speedup']:.2f}x faster"
+            line += f"; step {times(c['step_speedup'], 'faster', 'slower')}"
         if "memory_ratio" in c:
-            line += f", {c['memory_ratio']:.2f}x less memory"
+            line += f", {times(c['memory_ratio'], 'less', 'more')} memory"
         if "activations_ratio" in c:
             line += (
-                f"; activations {c['activations_ratio']:.2f}x smaller, "
-                f"{c['held_ratio']:.2f}x less held at the batch"
+                f"; activations {times(c['activations_ratio'], 'smaller', 'larger')}, "
+                f"{times(c['held_ratio'], 'less', 'more')} held at the batch"
             )
         print(line)
     print(f"FLOPs: {FLOPS_NOTE}")
