@@ -336,3 +336,26 @@ def test_a_run_that_logged_no_step_says_so(tiny, image_folder, tmp_path, capsys)
     assert code == 0, err
     assert "loss    not logged: no step of this run fell on a --log-every 20 step" in out
     assert "nan" not in out and "0 images/s" not in out
+
+
+def test_resuming_a_finished_run_says_there_is_nothing_left(tiny_run, capsys):
+    run_dir, args = tiny_run
+    before = (run_dir / "checkpoint.pth").read_bytes()
+    code, out, err = pretrain(capsys, *args, "--resume", "auto")
+    assert code == 0, err
+    latest = run_dir / "checkpoint.pth"
+    assert f"resumed {latest} after its last step (8): nothing left to train" in out
+    assert "epoch 2" not in out
+    assert (run_dir / "checkpoint.pth").read_bytes() == before
+
+
+def test_the_header_counts_the_steps_that_warm_up(tiny, image_folder, tmp_path, capsys):
+    args = [*tiny, "--data", str(image_folder), "--epochs", "1", "--batch-size", "8",
+            "--warmup-epochs", "0.3", "--log-every", "1",
+            "--output-dir", str(tmp_path / "r")]  # fmt: skip
+    code, out, err = pretrain(capsys, *args)
+    assert code == 0, err
+    assert "8 steps per epoch, 1 epoch\n" in out and "after 3 warmup steps" in out
+    records = map(json.loads, (tmp_path / "r" / "log.jsonl").read_text().splitlines())
+    lrs = [r["lr"] for r in records if "lr" in r]
+    assert lrs[0] < lrs[1] < lrs[2] < lrs[3] == max(lrs)  # 0.3 x 8 = 2.4: 3 steps below peak

@@ -485,16 +485,17 @@ class Pretrainer:
         params = sum(p.numel() for p in self.module.parameters()) / 1e6
         gamma = f", γ {c.prediction_ratio}" if c.decoder == "cross" else ""
         processes = f"{self.dist.world_size} process{'es' if self.dist.distributed else ''}"
-        warmup = round(cfg.warmup_epochs * self.steps_per_epoch)
+        warmup = math.ceil(cfg.warmup_epochs * self.steps_per_epoch - 1e-9)  # steps below peak
         lines = [
             f"model   {cfg.model}: ViT {c.embed_dim}x{c.depth}, "
             f"{c.decoder} decoder {c.decoder_dim}x{c.decoder_depth}, p {c.mask_ratio}{gamma}, "
             f"{params:.1f}M parameters",
             f"data    {self.data.description}",
             f"batch   {cfg.batch_size} x {cfg.accum_iter} accumulation x {processes} = "
-            f"{self.effective_batch} images per step; {self.steps_per_epoch} steps per epoch, "
-            f"{cfg.epochs} epochs",
-            f"lr      {self.base_lr:.3g} after {warmup} warmup steps, cosine to {cfg.min_lr:g}",
+            f"{self.effective_batch} images per step; {_count(self.steps_per_epoch, 'step')} "
+            f"per epoch, {_count(cfg.epochs, 'epoch')}",
+            f"lr      {self.base_lr:.3g} after {_count(warmup, 'warmup step')}, cosine to "
+            f"{cfg.min_lr:g}",
             f"device  {self.device}, {self.precision}"
             + (", FSDP2" if cfg.fsdp else ", DDP" if self.dist.distributed else "")
             + (", compiled" if cfg.compile else "")
@@ -504,9 +505,12 @@ class Pretrainer:
         if cfg.resume == "auto" and not self.resumed_from:
             lines.append(f"resume  no checkpoint in {self.output_dir} yet: a new run")
         if self.resumed_from:
-            lines.append(
-                f"resumed {self.resumed_from} at epoch {self.epoch + 1}, step {self.global_step}"
+            where = (
+                f"at epoch {self.epoch + 1}, step {self.global_step}"
+                if self._planned_steps() > self.global_step
+                else f"after its last step ({self.global_step}): nothing left to train"
             )
+            lines.append(f"resumed {self.resumed_from} {where}")
         if self.initial_weights:
             lines.append(f"weights {self.initial_weights}")
         for line in lines:
@@ -557,6 +561,10 @@ class Pretrainer:
         if self.cfg.tensorboard:
             lines.append(f"{'tensorboard':16}tensorboard --logdir {out}")
         print("\n".join(lines), flush=True)
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}{'' if n == 1 else 's'}"
 
 
 def _duration(seconds: float) -> str:
