@@ -349,11 +349,10 @@ def test_resuming_a_finished_run_says_there_is_nothing_left(tiny_run, capsys):
     assert (run_dir / "checkpoint.pth").read_bytes() == before
 
 
-def test_the_header_counts_the_steps_that_warm_up(tiny, image_folder, tmp_path, capsys):
-    args = [*tiny, "--data", str(image_folder), "--epochs", "1", "--batch-size", "8",
-            "--warmup-epochs", "0.3", "--log-every", "1",
-            "--output-dir", str(tmp_path / "r")]  # fmt: skip
-    code, out, err = pretrain(capsys, *args)
+def test_the_header_counts_the_steps_that_warm_up(tiny_run, tmp_path, capsys):
+    _, args = tiny_run  # 8 steps, one epoch; the later flags win
+    code, out, err = pretrain(capsys, *args, "--warmup-epochs", "0.3", "--output-dir",
+                              str(tmp_path / "r"))  # fmt: skip
     assert code == 0, err
     assert "8 steps per epoch, 1 epoch\n" in out and "after 3 warmup steps" in out
     records = map(json.loads, (tmp_path / "r" / "log.jsonl").read_text().splitlines())
