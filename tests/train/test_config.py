@@ -59,10 +59,6 @@ def test_recipe_is_valid_and_builds(path):
         ({"prediction_ratio": 0.0}, r"prediction ratio must be in \(0, mask ratio 0.75\]"),
         ({"prediction_ratio": 0.9}, r"prediction ratio must be in \(0, mask ratio 0.75\], got 0.9"),
         ({"img_size": 30}, "image size 30x30 is not divisible by the patch size 4"),
-        (
-            {"model": "mae_vit_tiny_patch4_32", "prediction_ratio": 0.25},
-            "MAE decodes every masked patch; prediction_ratio is CrossMAE's setting",
-        ),
         ({"model": "vit_giant"}, "unknown model 'vit_giant'"),
         ({"batch_size": 0}, "--batch-size must be at least 1"),
         ({"warmup_epochs": 5, "epochs": 2}, "--warmup-epochs must be between 0 and --epochs 2"),

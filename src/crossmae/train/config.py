@@ -193,7 +193,7 @@ class PretrainConfig:
 
     def validate(self) -> PretrainConfig:
         """Raise CrossMAEError naming the first impossible setting (the model's included)."""
-        self.model_config().ratios(prediction_ratio=self.prediction_ratio)  # MAE has no γ
+        self.model_config()
         positive = ("epochs", "batch_size", "accum_iter", "log_every", "knn_k", "knn_max_images",
                     "max_nonfinite")  # fmt: skip
         for name in positive:
