@@ -244,7 +244,12 @@ def test_a_stop_says_where_the_last_epoch_is_and_how_to_go_on(
     out = tmp_path / "run"
     args = [*command, "--checkpoint", authors, "--data", two_class_tree, "--warmup-epochs", 1,
             "--output-dir", out]  # fmt: skip
-    real_log_epoch, handler = RunContext.log_epoch, signal.getsignal(signal.SIGTERM)
+    real_log_epoch = RunContext.log_epoch
+
+    def unhandled(signum, frame):  # what the run should have put in front of this
+        raise AssertionError("SIGTERM reached the handler outside the run")
+
+    handler = signal.signal(signal.SIGTERM, unhandled)  # never the default: it ends pytest
 
     def stopped_after_the_first_epoch(self, *a):
         real_log_epoch(self, *a)
@@ -260,12 +265,44 @@ def test_a_stop_says_where_the_last_epoch_is_and_how_to_go_on(
     assert f"stopped; {out / 'checkpoint-last.pth'} holds the last finished epoch" in said.out
     assert "--resume auto" in said.out
     assert said.err.endswith("stopped by SIGTERM\n" if how == "sigterm" else "interrupted\n")
-    assert signal.getsignal(signal.SIGTERM) is handler  # put back
+    assert signal.signal(signal.SIGTERM, handler) is unhandled  # put back
     assert _run(*args, "--resume", "auto") == 0
     if command is FINETUNE:  # the weights come from the checkpoint: none are fresh
         assert "initialised fresh" in said.out
         assert "initialised fresh" not in capsys.readouterr().out
     assert len(json.loads((out / "results.json").read_text())["history"]) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_a_stop_of_the_whole_job_with_workers_is_one_message(sig, authors, two_class_tree,
+                                                             tmp_path):  # fmt: skip
+    """A scheduler signals every process of the job, DataLoader workers too: the run still
+    ends with its own message and exit code, not torch's "worker killed" traceback."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "crossmae", "finetune", "--checkpoint", authors,
+               "--data", two_class_tree, "--epochs", 500, "--warmup-epochs", 0,
+               "--batch-size", 10, "--num-workers", 2, "--output-dir", out]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def as_in_a_terminal() -> None:  # a job started in the background ignores SIGINT
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    job = subprocess.Popen([str(a) for a in command], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True,
+                           preexec_fn=as_in_a_terminal)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "checkpoint-last.pth").exists():
+            assert job.poll() is None and time.monotonic() < deadline, job.communicate()[0]
+            time.sleep(0.05)
+        time.sleep(0.5)  # into the next epoch, workers busy
+        os.killpg(job.pid, sig)
+        said = job.communicate(timeout=60)[0]
+    finally:
+        job.kill()
+    assert job.returncode == (143 if sig == signal.SIGTERM else 130), said
+    assert "Traceback" not in said and "holds the last finished epoch" in said, said
 
 
 def test_finetune_at_a_new_resolution_with_token_pooling(authors, tmp_path):

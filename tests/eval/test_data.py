@@ -29,8 +29,10 @@ def test_data_without_a_full_batch_is_one_sentence():
 
 
 def test_no_more_workers_than_cores(monkeypatch):
-    """More only queue up for the cores (and torch warns about each loader)."""
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    """More only queue up for the cores this process may use (and torch warns about each
+    loader): 2 here, of however many the machine has."""
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)  # taskset
+    monkeypatch.setattr("os.cpu_count", lambda: 2)  # where there is no affinity
     dataset = TensorDataset(torch.randn(8, 3), torch.arange(8))
     cpu = DistInfo(0, 1, 0, torch.device("cpu"), True)
     assert make_loader(dataset, 4, cpu, train=True, num_workers=4).num_workers == 2

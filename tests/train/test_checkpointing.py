@@ -107,6 +107,12 @@ def test_a_corrupt_latest_checkpoint_names_the_readable_one_to_resume_from(tmp_p
     assert message.endswith(f"; move it out of {tmp_path} to resume from the others there "
                             "(the furthest along: checkpoint-epoch0002.pth, step 16)")  # fmt: skip
     assert ckpt.readable_latest(tmp_path) is None  # an error message's lookup: no second error
+    (tmp_path / ckpt.epoch_checkpoint_name(2)).unlink()
+    with pytest.raises(CrossMAEError, match=re.escape(
+        f", and no other checkpoint is there: move it out of {tmp_path} and --resume auto "
+        "starts a new run"
+    )):  # fmt: skip
+        ckpt.latest_checkpoint(tmp_path)
 
 
 def _kept_and_latest(directory):

@@ -358,3 +358,12 @@ def test_the_header_counts_the_steps_that_warm_up(tiny_run, tmp_path, capsys):
     records = map(json.loads, (tmp_path / "r" / "log.jsonl").read_text().splitlines())
     lrs = [r["lr"] for r in records if "lr" in r]
     assert lrs[0] < lrs[1] < lrs[2] < lrs[3] == max(lrs)  # 0.3 x 8 = 2.4: 3 steps below peak
+
+
+def test_a_prediction_ratio_given_to_mae_is_noted_as_not_its_setting(tiny_run, tmp_path, capsys):
+    _, args = tiny_run
+    mae = [a.replace("crossmae_vit_tiny", "mae_vit_tiny") for a in args]
+    code, out, err = pretrain(capsys, *mae, "--prediction-ratio", "0.25", "--max-steps", "1",
+                              "--output-dir", str(tmp_path / "mae"))  # fmt: skip
+    assert code == 0, err
+    assert "--prediction-ratio 0.25 is CrossMAE's: this MAE decodes every masked patch" in out

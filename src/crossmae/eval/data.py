@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -15,9 +14,9 @@ from crossmae.data import open_image_dataset
 from crossmae.data.encoded import collate_good, without_stand_ins
 from crossmae.data.subset import random_subset
 from crossmae.errors import CrossMAEError
-from crossmae.train.batches import no_full_batch, repeat_passes
+from crossmae.train.batches import no_full_batch, repeat_passes, usable_cores
 from crossmae.train.distributed import DistInfo
-from crossmae.train.signals import ignore_stop_signals
+from crossmae.train.signals import interrupt_on_terminate
 
 if TYPE_CHECKING:
     from crossmae.eval.settings import TrainedSettings
@@ -120,7 +119,7 @@ def make_loader(
     would count twice; a batch of only bad ones is None). Under torchrun map-style sets are
     split over ranks (evaluation without the padding a DistributedSampler adds, so summed
     counts are exact); shards split themselves."""
-    num_workers = min(num_workers, os.cpu_count() or 1)  # more only queue up for the cores
+    num_workers = min(num_workers, usable_cores())  # more only queue up for the cores
     sampler = None
     if dist.distributed and not isinstance(dataset, IterableDataset):
         if train:
@@ -135,7 +134,7 @@ def make_loader(
         shuffle=shuffle, sampler=sampler, num_workers=num_workers, drop_last=train,
         pin_memory=dist.device.type == "cuda", persistent_workers=num_workers > 0,
         collate_fn=None if train else collate_good,
-        worker_init_fn=ignore_stop_signals if num_workers > 0 else None,  # the main one stops
+        worker_init_fn=interrupt_on_terminate if num_workers > 0 else None,
     )  # fmt: skip
 
 

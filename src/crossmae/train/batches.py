@@ -9,6 +9,7 @@ image the same mask), and a run resumed at batch k of an epoch continues exactly
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Iterable, Iterator, Sized
 from functools import partial
 from typing import Any, Protocol, TypeVar
@@ -120,6 +121,14 @@ class SeededItems(Dataset):
             # seeds (lazily, recording a stack trace) CUDA's and XPU's, 0.25-0.5 ms an image.
             torch.default_generator.manual_seed(derive_seed(self.seed, epoch, index))
             return self.transform(image), label
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (a taskset, cpuset or SLURM allocation), counted
+    as torch's DataLoader counts them when it warns about too many workers."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _loader_options(num_workers: int, pin_memory: bool, device: torch.device) -> dict[str, Any]:

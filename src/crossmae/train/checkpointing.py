@@ -192,8 +192,11 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
         path, err = min(unreadable)
         newest = max(steps, key=lambda p: (steps[p], p.name == LATEST)) if steps else None
         raise CrossMAEError(
-            f"{err}; move it out of {path.parent} to resume from the others there"
-            + (f" (the furthest along: {newest.name}, step {steps[newest]})" if newest else "")
+            f"{err}; move it out of {path.parent} to resume from the others there (the "
+            f"furthest along: {newest.name}, step {steps[newest]})"
+            if newest
+            else f"{err}, and no other checkpoint is there: move it out of {path.parent} and "
+            "--resume auto starts a new run"
         )
     return max(steps, key=lambda p: (steps[p], p.name == LATEST)) if steps else None
 

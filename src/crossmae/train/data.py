@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from torch.utils.data import Dataset
@@ -19,6 +18,7 @@ from crossmae.train.batches import (
     LoaderSource,
     StreamSource,
     is_map_style,
+    usable_cores,
 )
 from crossmae.train.config import PretrainConfig
 from crossmae.train.distributed import DistInfo, all_reduce_max
@@ -56,7 +56,7 @@ def open_training_data(
     height, width = size_pair(model.img_size)
     chans = model.in_chans
     common = {"batch_size": cfg.batch_size, "world_size": dist.world_size, "seed": cfg.seed}
-    workers = min(cfg.num_workers, os.cpu_count() or 1)  # more only queue up for the cores
+    workers = min(cfg.num_workers, usable_cores())  # more only queue up for the cores
     loader = {"device": dist.device, "num_workers": workers, "pin_memory": cfg.pin_memory}
     dataset = open_image_dataset(cfg.data, "train", in_chans=chans, shuffle=True, seed=cfg.seed)
     name = getattr(dataset, "description", str(cfg.data))

@@ -513,6 +513,9 @@ class Pretrainer:
             lines.append(f"resumed {self.resumed_from} {where}")
         if self.initial_weights:
             lines.append(f"weights {self.initial_weights}")
+        if c.decoder != "cross" and cfg.prediction_ratio not in (None, c.mask_ratio):
+            lines.append(f"note    --prediction-ratio {cfg.prediction_ratio} is CrossMAE's: this "
+                         "MAE decodes every masked patch")  # fmt: skip
         for line in lines:
             self.logger.message(line)
 

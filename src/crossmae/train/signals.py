@@ -75,6 +75,17 @@ def terminated_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def interrupt_on_terminate(worker_id: int) -> None:
+    """A DataLoader worker's init where the main process stops at once (`terminated_raises`):
+    SIGTERM ends the worker quietly, as Ctrl-C does. Killed by the signal instead, it would
+    make torch raise "worker killed by signal" in the main process, over its own message."""
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # torch's worker loop ends on it without a word
+
+
 def ignore_stop_signals(worker_id: int) -> None:
     """A DataLoader worker's init: schedulers (SLURM, Kubernetes, docker stop) signal every
     process of a job, and a worker killed by that SIGTERM would crash the main process's
