@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 from crossmae.errors import CrossMAEError, Terminated
+from crossmae.train.signals import EXIT_CODES
 
 # Sub-command name -> module with `add_arguments(parser)` and `run(args) -> int | None`.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -42,10 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Terminated:
         print(f"crossmae {args.command}: stopped by SIGTERM", file=sys.stderr)
-        return Terminated.exit_code
+        return EXIT_CODES[signal.SIGTERM]
     except KeyboardInterrupt:
         print(f"crossmae {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_CODES[signal.SIGINT]
     except OSError as err:  # the file system refused where no sentence of ours explains it
         where = f"{err.filename}: " if err.filename else ""
         print(f"crossmae {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)

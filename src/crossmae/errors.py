@@ -8,5 +8,3 @@ class CrossMAEError(ValueError):
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a scheduler ending the job) raised like Ctrl-C, so that what a run says when
     it is interrupted is said for it too; the CLI exits 143."""
-
-    exit_code = 143

@@ -23,6 +23,7 @@ from crossmae.data.transforms import size_pair
 from crossmae.errors import CrossMAEError
 from crossmae.models.autoencoder import MaskedAutoencoder
 from crossmae.models.config import AutoencoderConfig
+from crossmae.train.checkpoint_writer import storages
 from crossmae.train.optim import build_adamw, param_groups, set_lr
 from crossmae.train.step import OptimizerStep
 
@@ -164,9 +165,8 @@ def saved_tensor_bytes(forward: Callable[[], Any], weights_of: nn.Module | None 
     """Bytes of the storages autograd saves for backward while `forward()` runs, each storage
     once however many views of it are saved; the parameters of `weights_of` (held anyway)
     are left out."""
-    params = weights_of.parameters() if weights_of is not None else ()
-    exclude = {p.untyped_storage().data_ptr() for p in params}
-    storages: dict[int, int] = {}
+    exclude = storages(weights_of.parameters()) if weights_of is not None else set()
+    saved: dict[int, int] = {}
     # Alive as autograd would keep them (no address is freed and reused while counting),
     # then let go: the graph holds these hooks, so a tensor kept past the count (by them or
     # as its own packed value) would hold its grad_fn in a cycle no collector frees.
@@ -175,7 +175,7 @@ def saved_tensor_bytes(forward: Callable[[], Any], weights_of: nn.Module | None 
     def keep(tensor: torch.Tensor) -> None:
         storage = tensor.untyped_storage()
         if storage.data_ptr() not in exclude:
-            storages[storage.data_ptr()] = storage.nbytes()
+            saved[storage.data_ptr()] = storage.nbytes()
         alive.append(tensor)
 
     def unpack(_: None) -> torch.Tensor:
@@ -186,7 +186,7 @@ def saved_tensor_bytes(forward: Callable[[], Any], weights_of: nn.Module | None 
             forward()
     finally:
         alive.clear()
-    return sum(storages.values())
+    return sum(saved.values())
 
 
 def comparison_configs(

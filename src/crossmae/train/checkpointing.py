@@ -188,9 +188,9 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
                 steps[path] = global_step_of(path)
             except CrossMAEError as err:
                 unreadable.append((path, err))
+    newest = max(steps, key=lambda p: (steps[p], p.name == LATEST)) if steps else None
     if unreadable:  # it may be the furthest along: refuse rather than go back silently
         path, err = min(unreadable)
-        newest = max(steps, key=lambda p: (steps[p], p.name == LATEST)) if steps else None
         raise CrossMAEError(
             f"{err}; move it out of {path.parent} to resume from the others there (the "
             f"furthest along: {newest.name}, step {steps[newest]})"
@@ -198,7 +198,7 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
             else f"{err}, and no other checkpoint is there: move it out of {path.parent} and "
             "--resume auto starts a new run"
         )
-    return max(steps, key=lambda p: (steps[p], p.name == LATEST)) if steps else None
+    return newest
 
 
 def readable_latest(output_dir: str | Path) -> Path | None:

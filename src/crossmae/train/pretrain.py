@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ from crossmae.train.optim import build_adamw, param_groups, set_lr
 from crossmae.train.precision import autocast_context, resolve_precision
 from crossmae.train.run_folder import CONFIG_YAML, check_resumable, new_run_folder, resume_point
 from crossmae.train.schedule import check_min_lr, lr_at, scaled_lr
-from crossmae.train.signals import GracefulStop
+from crossmae.train.signals import EXIT_CODES, GracefulStop
 from crossmae.train.step import OptimizerStep
 from crossmae.train.warm_start import read_initial_weights
 
@@ -465,7 +466,7 @@ class Pretrainer:
                 f"{self.global_step}; saved {path}\ncontinue with: crossmae pretrain "
                 f"--resume auto --output-dir {self.output_dir}"
             )
-        return stop.exit_code or 143
+        return stop.exit_code or EXIT_CODES[signal.SIGTERM]
 
     # ----- what the user reads -------------------------------------------------------------
 
