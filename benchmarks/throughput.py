@@ -11,7 +11,9 @@ CPU smoke mode (what CI runs): ViT-Tiny at 32 px, a few steps, eager only.
 
 MFU = counted forward FLOPs x 3 (forward + backward) x images/s / the accelerator's peak
 bf16 FLOP/s (`--peak-tflops`, default 989 for an H100 SXM). FLOPs come from
-`crossmae.profiling.count_flops` (linear layers, patch embedding and attention).
+`crossmae.profiling.count_flops` (linear layers, patch embedding and attention). The JSON
+also says whether the device normalises the loaders' uint8 batches to the CPU's values,
+bit for bit (`uint8_normalised_as_on_cpu`).
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from crossmae.data import open_image_dataset, pretrain_transform
+from crossmae.data.transforms import model_input
 from crossmae.errors import CrossMAEError
 from crossmae.eval.results import write_results
 from crossmae.models.registry import get_config
@@ -111,19 +114,30 @@ def relative_to_mae(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def data_pipeline_row(dataset: Dataset, folder: str, num_images: int) -> dict[str, Any]:
-    """JPEG decode + RandomResizedCrop + flip + normalise in one process (one core), each
-    image seeded by (seed, epoch, index) as a pretraining DataLoader worker does it."""
+def data_pipeline_row(
+    dataset: Dataset, folder: str, num_images: int, batch_size: int = 256
+) -> dict[str, Any]:
+    """What one pretraining loader worker does, on one core: JPEG decode, RandomResizedCrop
+    + flip to uint8 crops, each image seeded by (seed, epoch, index), collated in batches.
+    (The device normalises the batches.)"""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    items = SeededItems(dataset, 0, pretrain_transform(224))
+    items = SeededItems(dataset, 0, pretrain_transform(224, uint8=True))
     n = min(num_images, len(dataset))
     start = time.perf_counter()
-    for i in range(n):
-        items[(0, i)]
+    for first in range(0, n, batch_size):
+        default_collate([items[(0, i)] for i in range(first, min(first + batch_size, n))])
     seconds = time.perf_counter() - start
     torch.set_num_threads(threads)  # the model rows use every core
     return {"data": folder, "images": n, "images_per_s_per_core": n / seconds}
+
+
+def normalised_as_on_the_cpu(device: torch.device) -> bool:
+    """Whether `model_input` normalises uint8 batches on `device` to the CPU's values (those
+    of the float transforms) bit for bit: the tests can only check the CPU."""
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    on_cpu = model_input(images, torch.device("cpu"))
+    return torch.equal(model_input(images, device).cpu(), on_cpu)
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
@@ -195,6 +209,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "torch": torch.__version__,
         "batch_size": args.batch_size,
         "peak_tflops": args.peak_tflops,
+        "uint8_normalised_as_on_cpu": normalised_as_on_the_cpu(torch.device(args.device)),
     }
 
     def save(rows: list[dict[str, Any]]) -> None:

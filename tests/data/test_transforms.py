@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from crossmae.data import IMAGENET_MEAN, IMAGENET_STD, eval_transform, pretrain_transform
+from crossmae.data.transforms import model_input
 from crossmae.errors import CrossMAEError
+from crossmae.eval.augment import probe_transform
 
 
 @pytest.mark.parametrize("size", [32, (24, 40), (40, 24)])
@@ -14,6 +16,40 @@ def test_pretrain_transform_shapes(random_image, size, in_chans):
     height, width = (size, size) if isinstance(size, int) else size
     x = pretrain_transform(size, in_chans)(random_image(50, 70))
     assert x.shape == (in_chans, height, width) and x.dtype == torch.float32
+
+
+RECIPES = {
+    "pretrain": lambda size, chans, **kw: pretrain_transform(size, chans, **kw),
+    "eval": lambda size, chans, **kw: eval_transform(size, chans, **kw),
+    "probe, 224 px": lambda size, chans, **kw: probe_transform(224, chans, **kw),
+    "probe, small": lambda size, chans, **kw: probe_transform(size, chans, **kw),
+}
+
+
+@pytest.mark.parametrize("recipe", list(RECIPES))
+@pytest.mark.parametrize("in_chans", [1, 3])
+def test_uint8_images_normalised_on_the_device_are_the_recipe_to_the_bit(
+    random_image, recipe, in_chans
+):
+    """The loaders ship uint8 crops and the device normalises the batch: the values must be
+    exactly those of the float transform, image for image (same random draws)."""
+    make = RECIPES[recipe]
+    for seed, image in enumerate([random_image(250, 300), random_image(280, 236)]):
+        torch.manual_seed(seed)
+        expected = make((24, 40), in_chans)(image)
+        torch.manual_seed(seed)
+        crop = make((24, 40), in_chans, uint8=True)(image)
+        assert crop.dtype == torch.uint8 and crop.shape == expected.shape
+        got = model_input(torch.stack([crop, crop]), torch.device("cpu"))
+        assert got.dtype == torch.float32
+        assert torch.equal(got[0], expected) and torch.equal(got[1], expected)
+
+
+def test_model_input_passes_float_batches_through_and_refuses_other_stats(random_image):
+    floats = torch.randn(2, 3, 8, 8)
+    assert model_input(floats, torch.device("cpu")) is floats
+    with pytest.raises(CrossMAEError, match="ImageNet's mean and std"):
+        eval_transform(32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), uint8=True)
 
 
 @pytest.mark.parametrize(

@@ -14,10 +14,11 @@ TINY = {"img_size": 16, "embed_dim": 32, "num_heads": 2, "depth": 1, "decoder_di
         "decoder_depth": 1, "decoder_heads": 2}  # fmt: skip
 
 
-def training_data(folder, in_memory=None):
+def training_data(folder, in_memory=None, **settings):
     cfg = build_dataclass(PretrainConfig, {
         "model": "crossmae_vit_tiny_patch4_32", "model_overrides": TINY, "data": str(folder),
-        "in_memory": in_memory, "num_workers": 0, "batch_size": 8}).validate()  # fmt: skip
+        "in_memory": in_memory, "num_workers": 0, "batch_size": 8, **settings,
+    }).validate()  # fmt: skip
     return open_training_data(cfg, cfg.model_config(), CPU)
 
 
@@ -71,3 +72,32 @@ def test_tar_shard_workers_are_reseeded_every_epoch(write_images, tmp_path):
     first = _first_batches(source, 0)
     assert torch.equal(_first_batches(source, 0), first)
     assert not torch.equal(_first_batches(source, 1), first)
+
+
+def test_an_image_folder_s_batches_are_the_recipe_s_normalised_crops(write_images, tmp_path):
+    """Its workers make uint8 crops and the device normalises them: the batches hold what
+    the one-piece float transform gives those images, to the bit."""
+    from crossmae.data import pretrain_transform
+    from crossmae.train.batches import SeededItems
+
+    write_images(tmp_path / "train", 24, size=20)
+    source = training_data(tmp_path).source
+    assert isinstance(source, LoaderSource)
+    batch = next(source.epoch(1))
+    items = SeededItems(source.loader.dataset.dataset, 0, pretrain_transform(16))
+    source.sampler.set_epoch(1)
+    keys = next(iter(source.sampler))
+    assert batch.dtype == torch.float32
+    assert torch.equal(batch, torch.stack([items[key][0] for key in keys]))
+
+
+def test_tar_shard_batches_are_the_recipe_s_normalised_crops(tar_shards):
+    from crossmae.data import open_image_dataset, pretrain_transform
+    from crossmae.train.batches import StreamSource
+
+    source = training_data(tar_shards, samples_per_epoch=24).source
+    assert isinstance(source, StreamSource)
+    floats = open_image_dataset(tar_shards, transform=pretrain_transform(16), shuffle=True)
+    recipe = StreamSource(floats, 24, 8, 1, seed=0, device=torch.device("cpu"), num_workers=0)
+    got, expected = _first_batches(source, 2), _first_batches(recipe, 2)
+    assert got.dtype == torch.float32 and torch.equal(got, expected)

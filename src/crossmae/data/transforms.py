@@ -1,9 +1,12 @@
-"""The MAE recipe's image transforms (PIL in, normalised tensor out)."""
+"""The MAE recipe's image transforms: PIL in, a normalised float tensor out, or a uint8 one
+that `model_input` normalises on the device (what the training and evaluation loaders do)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 
+import torch
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
@@ -41,18 +44,56 @@ def pretrain_transform(
     in_chans: int = 3,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    uint8: bool = False,
 ) -> T.Compose:
-    """RandomResizedCrop(scale 0.2-1, bicubic) + horizontal flip, as in MAE pretraining."""
-    mean, std = channel_stats(mean, std, in_chans)
-    steps = [T.Grayscale(1)] if in_chans == 1 else []
+    """RandomResizedCrop(scale 0.2-1, bicubic) + horizontal flip, as in MAE pretraining
+    (`uint8`: see `ending_in_tensor`)."""
+    grey = [T.Grayscale(1)] if in_chans == 1 else []
     bicubic = InterpolationMode.BICUBIC
-    return T.Compose([
-        *steps,
+    return ending_in_tensor([
+        *grey,
         T.RandomResizedCrop(size_pair(img_size), scale=(0.2, 1.0), interpolation=bicubic),
         T.RandomHorizontalFlip(),
-        T.ToTensor(),
-        T.Normalize(mean, std),
-    ])  # fmt: skip
+    ], in_chans, mean, std, uint8)  # fmt: skip
+
+
+def ending_in_tensor(
+    steps: list[Callable],
+    in_chans: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    uint8: bool,
+) -> T.Compose:
+    """`steps` on the PIL image, then a float tensor normalised by `mean` and `std`, or with
+    `uint8` the uint8 tensor: loaders then collate, pin and copy a quarter of the bytes, and
+    `model_input` normalises the batch on the device to the same values."""
+    mean, std = channel_stats(mean, std, in_chans)
+    if not uint8:
+        return T.Compose([*steps, T.ToTensor(), T.Normalize(mean, std)])
+    if (mean, std) != channel_stats(IMAGENET_MEAN, IMAGENET_STD, in_chans):
+        raise CrossMAEError("uint8 images are normalised on the device by ImageNet's mean and std")
+    return T.Compose([*steps, T.PILToTensor()])
+
+
+def model_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch on `device` as a model reads it: uint8 images (from `uint8` transforms)
+    normalised there by the operations of `ToTensor` + `Normalize`, in their order, so to
+    the same values bit for bit; float images as they come."""
+    images = images.to(device, non_blocking=True)
+    if images.dtype != torch.uint8:
+        return images
+    full, mean, std = _normalising(images.shape[1], images.device)
+    return images.float().div_(full).sub_(mean).div_(std)
+
+
+@functools.cache
+def _normalising(in_chans: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """255, the means and the stds as tensors on `device`, made once (a small tensor copied
+    to a GPU for each batch would wait for it). 255 too: CUDA multiplies by the reciprocal
+    of a Python number instead of dividing by it, off by one bit for half the byte values."""
+    mean, std = channel_stats(IMAGENET_MEAN, IMAGENET_STD, in_chans)
+    values = (torch.tensor(255.0), torch.tensor(mean), torch.tensor(std))
+    return tuple(v.view(1, -1, 1, 1).to(device) for v in values)
 
 
 def eval_transform(
@@ -60,22 +101,21 @@ def eval_transform(
     in_chans: int = 3,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    uint8: bool = False,
 ) -> T.Compose:
     """Resize the short side (bicubic) and center-crop: to 224 / 0.875 = 256 then 224 at
     224 px, with no margin above it, as MAE evaluates (its `crop_pct` is 1 above 224 px),
     and none below it either (small images such as CIFAR's would lose an eighth).
+    `uint8`: see `ending_in_tensor`.
 
     Resizing the short side to the longer target side means the crop always fits,
     whatever the image's and the target's aspect ratios.
     """
-    mean, std = channel_stats(mean, std, in_chans)
     height, width = size_pair(img_size)
     fraction = EVAL_CROP_FRACTION if min(height, width) >= 224 >= max(height, width) else 1.0
-    steps = [T.Grayscale(1)] if in_chans == 1 else []
-    return T.Compose([
-        *steps,
+    grey = [T.Grayscale(1)] if in_chans == 1 else []
+    return ending_in_tensor([
+        *grey,
         T.Resize(int(max(height, width) / fraction), interpolation=InterpolationMode.BICUBIC),
         T.CenterCrop((height, width)),
-        T.ToTensor(),
-        T.Normalize(mean, std),
-    ])  # fmt: skip
+    ], in_chans, mean, std, uint8)  # fmt: skip

@@ -20,7 +20,13 @@ from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from crossmae.data.transforms import IMAGENET_MEAN, IMAGENET_STD, channel_stats, size_pair
+from crossmae.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    channel_stats,
+    ending_in_tensor,
+    size_pair,
+)
 from crossmae.errors import CrossMAEError
 
 RECIPE_MIN_SIZE = 224
@@ -104,9 +110,10 @@ def probe_transform(
     in_chans: int = 3,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    uint8: bool = False,
 ) -> T.Compose:
-    """MAE linear probing: RandomResizedCrop (bicubic) + flip; small images: padded crop."""
-    mean, std = channel_stats(mean, std, in_chans)
+    """MAE linear probing: RandomResizedCrop (bicubic) + flip; small images: padded crop
+    (`uint8`: see `crossmae.data.transforms.ending_in_tensor`)."""
     size = size_pair(img_size)
     grey = [T.Grayscale(1)] if in_chans == 1 else []
     if min(size) >= RECIPE_MIN_SIZE:
@@ -116,7 +123,7 @@ def probe_transform(
         ]
     else:
         crop = _small_crop(size)
-    return T.Compose([*grey, *crop, T.ToTensor(), T.Normalize(mean, std)])
+    return ending_in_tensor([*grey, *crop], in_chans, mean, std, uint8)
 
 
 class OneDrawResizedCrop(T.RandomResizedCrop):

@@ -43,7 +43,7 @@ def cache_features(
     extractor, report = feature_extractor(backbone, kind, s.image_size())
     extractor.to(ctx.device)
     size, chans = s.image_size() or backbone.arch.img_size, backbone.arch.in_chans
-    transform = eval_transform(size, chans)
+    transform = eval_transform(size, chans, uint8=True)
     splits = open_labeled_splits(
         s.data, transform, transform, chans, eval_data=s.eval_data, num_classes=s.num_classes,
         train_images=s.train_images, eval_images=s.eval_images, seed=s.seed,

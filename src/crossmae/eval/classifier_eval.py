@@ -36,7 +36,7 @@ def evaluate_classifier(s: ClassifierEvalSettings) -> dict[str, Any]:
             vit = _at_size(vit, size)
         evals = open_image_dataset(
             s.eval_data if s.eval_data is not None else s.data, "val",
-            eval_transform(size, arch.in_chans), arch.in_chans,
+            eval_transform(size, arch.in_chans, uint8=True), arch.in_chans,
         )  # fmt: skip
         _check_classes(evals, classes, vit.num_classes, s.num_classes)
         names = classes or getattr(evals, "classes", None) or list(map(str, range(vit.num_classes)))

@@ -18,7 +18,7 @@ from contextlib import AbstractContextManager, nullcontext
 import torch
 from torch import nn
 
-from crossmae.data.transforms import size_pair
+from crossmae.data.transforms import model_input, size_pair
 from crossmae.errors import CrossMAEError
 from crossmae.eval.backbone import Backbone, LoadReport, load_encoder
 from crossmae.models.autoencoder import MaskedAutoencoder
@@ -88,7 +88,7 @@ def extract_features(
     features, labels = [], []
     for imgs, targets in batches:
         with autocast():
-            out = model(imgs.to(device, non_blocking=True))
+            out = model(model_input(imgs, device))
         features.append(out.float().to("cpu", non_blocking=True))
         labels.append(torch.as_tensor(targets).cpu())
     if not features:

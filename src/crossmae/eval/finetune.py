@@ -68,8 +68,9 @@ def _finetune(s: FinetuneSettings, ctx: RunContext, found: Path | None) -> dict[
     chans = backbone.arch.in_chans
     splits = open_labeled_splits(
         s.data, finetune_transform(size, chans, auto_augment=s.auto_augment, re_prob=s.reprob),
-        eval_transform(size, chans), chans, eval_data=s.eval_data, num_classes=s.num_classes,
-        train_images=s.train_images, eval_images=s.eval_images, seed=s.seed,
+        eval_transform(size, chans, uint8=True), chans, eval_data=s.eval_data,
+        num_classes=s.num_classes, train_images=s.train_images, eval_images=s.eval_images,
+        seed=s.seed,
     )  # fmt: skip
     vit = build_vit(backbone.arch, splits.num_classes, s.global_pool, size, s.drop_path)
     vit.set_grad_checkpointing(s.grad_checkpointing)

@@ -209,8 +209,8 @@ def _full_probe(s: LinprobeSettings, backbone: Backbone, ctx: RunContext) -> Pro
     extractor, report = feature_extractor(backbone, s.features, s.image_size())
     size, chans = s.image_size() or backbone.arch.img_size, backbone.arch.in_chans
     splits = open_labeled_splits(
-        s.data, probe_transform(size, chans), eval_transform(size, chans), chans,
-        eval_data=s.eval_data, num_classes=s.num_classes, train_images=s.train_images,
+        s.data, probe_transform(size, chans, uint8=True), eval_transform(size, chans, uint8=True),
+        chans, eval_data=s.eval_data, num_classes=s.num_classes, train_images=s.train_images,
         eval_images=s.eval_images, seed=s.seed,
     )  # fmt: skip
     head = LinearProbe(extractor.num_features, splits.num_classes)

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from crossmae.data.transforms import model_input
 from crossmae.errors import CrossMAEError
 from crossmae.eval.metrics import topk_correct
 from crossmae.train.distributed import all_reduce_mean
@@ -97,7 +98,7 @@ def _on_device(group: Batches, tools: StepTools) -> Iterator[tuple[torch.Tensor,
     """The group's batches on the device, mixed (mixup / cutmix) outside autocast."""
     device = tools.stepper.device
     for imgs, targets in group:
-        imgs = imgs.to(device, non_blocking=True)
+        imgs = model_input(imgs, device)
         targets = targets.to(device, non_blocking=True)
         yield tools.mixup(imgs, targets) if tools.mixup is not None else (imgs, targets)
 
@@ -125,7 +126,7 @@ def evaluate(
     # loss sum, top1, top5, n; then per class: right, n (counted on the device: no syncs)
     totals = torch.zeros(4 + 2 * count, dtype=torch.float64, device=device)
     for imgs, labels in batches:
-        imgs = imgs.to(device, non_blocking=True)
+        imgs = model_input(imgs, device)
         labels = labels.to(device, non_blocking=True)
         with autocast():
             logits = model(imgs).float()

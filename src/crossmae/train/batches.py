@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from crossmae.data import InMemoryImages
+from crossmae.data.transforms import model_input
 from crossmae.errors import CrossMAEError
 from crossmae.train.signals import ignore_stop_signals
 
@@ -170,7 +171,7 @@ class LoaderSource:
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[torch.Tensor]:
         self.sampler.set_epoch(epoch, start_batch)
         for images, _ in self.loader:
-            yield images.to(self.device, non_blocking=True)
+            yield model_input(images, self.device)  # uint8 crops normalised there
 
 
 class StreamSource:
@@ -213,7 +214,7 @@ class StreamSource:
         empty = partial(no_full_batch, "the tar shards", self.loader.batch_size, self.dataset)
         batches = repeat_passes(self.loader, self.batches_per_epoch, empty)
         for images, _ in itertools.islice(batches, start_batch, None):
-            yield images.to(self.device, non_blocking=True)
+            yield model_input(images, self.device)  # uint8 crops normalised there
 
 
 def no_full_batch(what: str, batch_size: int, dataset: object) -> str:

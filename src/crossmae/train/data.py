@@ -68,8 +68,9 @@ def open_training_data(
             raise CrossMAEError(
                 "tar shards have no length: give --samples-per-epoch (e.g. 1281167 for ImageNet-1k)"
             )
-        dataset = open_image_dataset(cfg.data, "train", transform=pretrain_transform(
-            (height, width), chans), in_chans=chans, shuffle=True, seed=cfg.seed)  # fmt: skip
+        crops = pretrain_transform((height, width), chans, uint8=True)
+        dataset = open_image_dataset(cfg.data, "train", transform=crops, in_chans=chans,
+                                     shuffle=True, seed=cfg.seed)  # fmt: skip
         source: BatchSource = StreamSource(dataset, cfg.samples_per_epoch, **common, **loader)
         description = f"{name}: tar shards, {cfg.samples_per_epoch:,} images per epoch"
     else:
@@ -95,7 +96,7 @@ def open_training_data(
             )
         else:
             source = LoaderSource(dataset, rank=dist.rank, transform=pretrain_transform(
-                (height, width), chans), **common, **loader)  # fmt: skip
+                (height, width), chans, uint8=True), **common, **loader)  # fmt: skip
             description = f"{name}: {size:,} images, {workers} loader workers per process"
     knn = _online_knn(cfg, model, min(workers, 4)) if cfg.knn_every_epochs else None
     return TrainingData(source, description, dataset, knn)
@@ -124,7 +125,7 @@ def _bytes(count: int) -> str:
 
 def _online_knn(cfg: PretrainConfig, model: AutoencoderConfig, workers: int) -> OnlineKNN:
     path = cfg.knn_data if cfg.knn_data is not None else cfg.data
-    transform = eval_transform(model.img_size, model.in_chans)
+    transform = eval_transform(model.img_size, model.in_chans, uint8=True)
     splits = [
         open_image_dataset(path, split, transform=transform, in_chans=model.in_chans)
         for split in (cfg.knn_train_split, cfg.knn_eval_split)
