@@ -75,7 +75,7 @@ def test_throughput_smoke_mode(tmp_path):
     assert decoder["CrossMAE γ=0.25"] < decoder["CrossMAE γ=0.75"] < decoder["MAE"]
     assert result["data_pipeline"]["images"] == 24
     assert result["data_pipeline"]["images_per_s_per_core"] > 0
-    assert result["uint8_normalised_as_on_cpu"] is True
+    assert result["uint8_normalised_as_on_cpu"] is True  # the CPU against itself: recorded
     line = next(
         x for x in done.stdout.splitlines() if x.startswith("| tiny | CrossMAE γ=0.25 | no |")
     )
@@ -147,7 +147,7 @@ def test_throughput_measures_every_eager_row_before_any_compiled_one_and_data_fi
     monkeypatch.setattr(throughput, "measure_step", measure)
     monkeypatch.setattr(throughput.torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(throughput.torch.cuda, "get_device_name", lambda: "a test GPU")
-    monkeypatch.setattr(throughput, "normalised_as_on_the_cpu", lambda device: True)
+    monkeypatch.setattr(throughput, "uint8_normalised_as_on_cpu", lambda device: True)
     argv = ["--device", "cuda", "--sizes", "small", "base", "--data", str(jpeg_folder(tmp_path, 3)),
             "--data-images", "3", "--json", str(tmp_path / "t.json")]  # fmt: skip
     throughput.main(argv)

@@ -3,7 +3,13 @@
 from crossmae.data.decode import DEFAULT_MAX_PIXELS, ImageSkipped, decode_image
 from crossmae.data.in_memory import InMemoryImages
 from crossmae.data.open_dataset import open_image_dataset
-from crossmae.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, pretrain_transform
+from crossmae.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    eval_transform,
+    model_input,
+    pretrain_transform,
+)
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -13,6 +19,7 @@ __all__ = [
     "InMemoryImages",
     "decode_image",
     "eval_transform",
+    "model_input",
     "open_image_dataset",
     "pretrain_transform",
 ]

@@ -54,7 +54,7 @@ def pretrain_transform(
         *grey,
         T.RandomResizedCrop(size_pair(img_size), scale=(0.2, 1.0), interpolation=bicubic),
         T.RandomHorizontalFlip(),
-    ], in_chans, mean, std, uint8)  # fmt: skip
+    ], in_chans, mean, std, uint8=uint8)  # fmt: skip
 
 
 def ending_in_tensor(
@@ -62,6 +62,7 @@ def ending_in_tensor(
     in_chans: int,
     mean: Sequence[float],
     std: Sequence[float],
+    *,
     uint8: bool,
 ) -> T.Compose:
     """`steps` on the PIL image, then a float tensor normalised by `mean` and `std`, or with
@@ -76,18 +77,19 @@ def ending_in_tensor(
 
 
 def model_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A batch on `device` as a model reads it: uint8 images (from `uint8` transforms)
-    normalised there by the operations of `ToTensor` + `Normalize`, in their order, so to
-    the same values bit for bit; float images as they come."""
+    """A batch on `device` as a model reads it: uint8 images (as the `uint8` transforms make
+    them: 1 or 3 channels, for ImageNet's mean and std) normalised there by the operations
+    of `ToTensor` + `Normalize`, in their order, so to the same values bit for bit; float
+    images as they come. (Eager kernels: compiled, the division might be rewritten.)"""
     images = images.to(device, non_blocking=True)
     if images.dtype != torch.uint8:
         return images
-    full, mean, std = _normalising(images.shape[1], images.device)
+    full, mean, std = _normalisation_constants(images.shape[1], images.device)
     return images.float().div_(full).sub_(mean).div_(std)
 
 
 @functools.cache
-def _normalising(in_chans: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+def _normalisation_constants(in_chans: int, device: torch.device) -> tuple[torch.Tensor, ...]:
     """255, the means and the stds as tensors on `device`, made once (a small tensor copied
     to a GPU for each batch would wait for it). 255 too: CUDA multiplies by the reciprocal
     of a Python number instead of dividing by it, off by one bit for half the byte values."""
@@ -118,4 +120,4 @@ def eval_transform(
         *grey,
         T.Resize(int(max(height, width) / fraction), interpolation=InterpolationMode.BICUBIC),
         T.CenterCrop((height, width)),
-    ], in_chans, mean, std, uint8)  # fmt: skip
+    ], in_chans, mean, std, uint8=uint8)  # fmt: skip

@@ -123,7 +123,7 @@ def probe_transform(
         ]
     else:
         crop = _small_crop(size)
-    return ending_in_tensor([*grey, *crop], in_chans, mean, std, uint8)
+    return ending_in_tensor([*grey, *crop], in_chans, mean, std, uint8=uint8)
 
 
 class OneDrawResizedCrop(T.RandomResizedCrop):
