@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 
@@ -43,16 +44,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"crossmae {args.command}: error: {err}", file=sys.stderr)
         return 2
     except Terminated:
-        print(f"crossmae {args.command}: stopped by SIGTERM", file=sys.stderr)
+        _said_once(f"crossmae {args.command}: stopped by SIGTERM")
         return EXIT_CODES[signal.SIGTERM]
     except KeyboardInterrupt:
-        print(f"crossmae {args.command}: interrupted", file=sys.stderr)
+        _said_once(f"crossmae {args.command}: interrupted")
         return EXIT_CODES[signal.SIGINT]
     except OSError as err:  # the file system refused where no sentence of ours explains it
         where = f"{err.filename}: " if err.filename else ""
         print(f"crossmae {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
     return int(code or 0)
+
+
+def _said_once(text: str) -> None:
+    """On stderr, by the first process alone: under torchrun every process gets the signal,
+    and the same line from each would only repeat it."""
+    if os.environ.get("RANK", "0") == "0":
+        print(text, file=sys.stderr)
 
 
 if __name__ == "__main__":
