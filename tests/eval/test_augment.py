@@ -1,8 +1,12 @@
-"""The linear probe's crop: MAE's single draw, clipped to the image (not torchvision's)."""
+"""The probe's and fine-tuning's augmentations: MAE's single-draw crop, clipped to the image
+(not torchvision's), RandAugment, and random erasing on the device for uint8 crops."""
 
 import math
 
+import numpy as np
+import pytest
 import torch
+from PIL import Image
 
 from crossmae.eval.augment import OneDrawResizedCrop, probe_transform
 
@@ -91,3 +95,50 @@ def test_small_image_randaugment_translates_by_045_of_the_side_as_timm_does_at_2
     (augment,) = [t for t in finetune_transform(32).transforms if hasattr(t, "ops")]
     translates = [op for op in augment.ops if op.name.startswith("Translate")]
     assert translates and all(op.hparams["translate_const"] == 14 for op in translates)
+
+
+@pytest.mark.parametrize("size", [32, 224])
+@pytest.mark.parametrize("in_chans", [1, 3])
+def test_uint8_fine_tuning_crops_normalised_on_the_device_are_the_recipe_to_the_bit(size, in_chans):
+    """RandAugment included (it draws from Python's, NumPy's and torch's generators)."""
+    from crossmae.data import model_input
+    from crossmae.eval.augment import finetune_transform
+    from crossmae.train.checkpointing import seed_everything
+
+    rng = np.random.default_rng(size + in_chans)
+    image = Image.fromarray(rng.integers(0, 256, (size + 9, size + 21, 3), dtype=np.uint8))
+    floats = finetune_transform(size, in_chans, re_prob=0)
+    crops = finetune_transform(size, in_chans, re_prob=0, uint8=True)
+    for seed in range(4):
+        seed_everything(seed)
+        expected = floats(image)
+        seed_everything(seed)
+        crop = crops(image)
+        assert crop.dtype == torch.uint8
+        assert torch.equal(model_input(crop[None], torch.device("cpu"))[0], expected)
+
+
+def test_random_erasing_is_left_to_the_device_only_for_uint8_crops():
+    from timm.data.random_erasing import RandomErasing
+
+    from crossmae.eval.augment import finetune_transform
+
+    for size in (32, 224):
+        assert isinstance(finetune_transform(size).transforms[-1], RandomErasing)
+        crops = finetune_transform(size, uint8=True).transforms
+        assert not any(isinstance(step, RandomErasing) for step in crops)
+
+
+def test_device_erasing_puts_one_box_of_noise_into_each_image_it_erases():
+    from crossmae.eval.augment import device_erasing
+
+    assert device_erasing(0.0, torch.device("cpu")) is None
+    batch = torch.full((6, 3, 16, 16), 7.0)
+    erased = device_erasing(1.0, torch.device("cpu"))(batch.clone())
+    for image in erased:
+        changed = (image != 7.0).any(dim=0)
+        rows, cols = changed.any(dim=1).nonzero()[:, 0], changed.any(dim=0).nonzero()[:, 0]
+        assert changed.sum() > 0  # every image: probability 1
+        box = changed[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+        assert box.all() and changed.sum() == box.numel()  # one filled rectangle
+        assert image[:, changed].std() > 0.5  # per-pixel normal noise, not a colour

@@ -152,3 +152,31 @@ def test_each_step_runs_at_the_schedules_rate_for_its_own_index():
     batches = [(torch.randn(2, 4), torch.randint(3, (2,))) for _ in range(6)]
     train_one_epoch(batches, tools, 0)
     assert seen == pytest.approx([schedule(i) for i in range(6)]) and seen[0] == 0.0
+
+
+def test_uint8_batches_reach_the_model_normalised_then_erased_then_mixed():
+    """Fine-tuning's uint8 crops: normalised, then random erasing (it works on the
+    normalised image, as the recipe's per-image transform did), then mixup."""
+    from crossmae.data import model_input
+
+    seen = []
+
+    class Recorder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(3 * 4 * 4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(x.detach().clone())
+            return self.fc(x.flatten(1))
+
+    model = Recorder()
+    tools = _tools(model, torch.optim.SGD(model.parameters(), lr=0.1), Schedule(0.1, 0, 10))
+    tools.erase = lambda x: x.add_(1.0)
+    tools.mixup = lambda x, y: (x * 2, y)
+    images, labels = (
+        torch.randint(0, 256, (4, 3, 4, 4), dtype=torch.uint8),
+        torch.tensor([0, 1, 0, 1]),
+    )
+    train_one_epoch([(images, labels)], tools, 0)
+    assert torch.equal(seen[0], (model_input(images, CPU) + 1) * 2)

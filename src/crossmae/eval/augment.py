@@ -67,29 +67,46 @@ def finetune_transform(
     re_prob: float = 0.25,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    uint8: bool = False,
 ) -> T.Compose:
-    """MAE fine-tuning: RandAugment `auto_augment` (None: off) and per-pixel random erasing."""
+    """MAE fine-tuning: RandAugment `auto_augment` (None: off) and per-pixel random erasing.
+
+    `uint8`: the augmented crops as uint8 (see `crossmae.data.transforms.ending_in_tensor`),
+    to be erased once normalised on the device: `device_erasing`, as timm's train.py erases
+    on the GPU.
+    """
     mean, std = channel_stats(mean, std, in_chans)
     size = size_pair(img_size)
     grey = [T.Grayscale(1)] if in_chans == 1 else []
     if min(size) >= RECIPE_MIN_SIZE:
-        timm_transform = create_transform(
+        crop, augment, _ = create_transform(
             size, is_training=True, color_jitter=None, auto_augment=auto_augment or None,
-            interpolation="bicubic", re_prob=re_prob, re_mode="pixel", re_count=1,
-            mean=mean, std=std,
+            interpolation="bicubic", mean=mean, std=std, separate=True,
         )  # fmt: skip
-        return _pillow_safe(T.Compose([*grey, *timm_transform.transforms]))
-    steps = [*grey, *_small_crop(size)]
-    if auto_augment:
-        hparams = {
-            "translate_const": int(min(size) * 0.45),
-            "img_mean": tuple(round(255 * m) for m in mean),
-        }
-        steps.append(rand_augment_transform(auto_augment, hparams))
-    steps += [T.ToTensor(), T.Normalize(mean, std)]
-    if re_prob > 0:
-        steps.append(RandomErasing(re_prob, mode="pixel", max_count=1, device="cpu"))
-    return _pillow_safe(T.Compose(steps))
+        steps = [*grey, *crop.transforms, *augment.transforms]
+    else:
+        steps = [*grey, *_small_crop(size)]
+        if auto_augment:
+            hparams = {
+                "translate_const": int(min(size) * 0.45),
+                "img_mean": tuple(round(255 * m) for m in mean),
+            }
+            steps.append(rand_augment_transform(auto_augment, hparams))
+    transform = ending_in_tensor(steps, in_chans, mean, std, uint8=uint8)
+    if re_prob > 0 and not uint8:
+        transform.transforms.append(_erasing(re_prob, torch.device("cpu")))
+    return _pillow_safe(transform)
+
+
+def device_erasing(re_prob: float, device: torch.device) -> RandomErasing | None:
+    """`finetune_transform`'s random erasing for normalised batches on `device` (each image
+    erased with probability `re_prob`), for its `uint8` crops; None where `re_prob` is 0."""
+    return _erasing(re_prob, device) if re_prob > 0 else None
+
+
+def _erasing(re_prob: float, device: torch.device) -> RandomErasing:
+    """MAE's: one box of per-pixel normal noise."""
+    return RandomErasing(re_prob, mode="pixel", max_count=1, device=device)
 
 
 def check_policy(policy: str) -> None:

@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from crossmae.data import eval_transform
 from crossmae.data.encoded import decoded_images
 from crossmae.errors import CrossMAEError
-from crossmae.eval.augment import finetune_transform
+from crossmae.eval.augment import device_erasing, finetune_transform
 from crossmae.eval.backbone import load_backbone, load_encoder
 from crossmae.eval.data import (
     CheckedLabels,
@@ -67,7 +67,8 @@ def _finetune(s: FinetuneSettings, ctx: RunContext, found: Path | None) -> dict[
     size = s.image_size() or backbone.arch.img_size
     chans = backbone.arch.in_chans
     splits = open_labeled_splits(
-        s.data, finetune_transform(size, chans, auto_augment=s.auto_augment, re_prob=s.reprob),
+        s.data, finetune_transform(size, chans, auto_augment=s.auto_augment, re_prob=s.reprob,
+                                   uint8=True),
         eval_transform(size, chans, uint8=True), chans, eval_data=s.eval_data,
         num_classes=s.num_classes, train_images=s.train_images, eval_images=s.eval_images,
         seed=s.seed,
@@ -104,6 +105,7 @@ def _finetune(s: FinetuneSettings, ctx: RunContext, found: Path | None) -> dict[
         stepper, _criterion(s, mixup).to(ctx.device),
         Schedule(lr, s.warmup_epochs * steps, s.epochs * steps, s.min_lr), mixup, ema,
         ctx.logger(s.epochs * steps, progress.epoch * steps), s.log_every,
+        erase=device_erasing(s.reprob, ctx.device),
     )  # fmt: skip
     began = time.time() - spent_seconds(progress.history)
     step = progress.epoch * steps

@@ -53,6 +53,7 @@ class StepTools:
     ema: nn.Module | None = None  # timm.utils.ModelEmaV3
     logger: RunLogger | None = None
     log_every: int = 20
+    erase: Callable[[torch.Tensor], torch.Tensor] | None = None  # augment.device_erasing
 
 
 def optimizer_steps(batches_per_epoch: int, accum_iter: int) -> int:
@@ -95,10 +96,13 @@ def train_one_epoch(batches: Batches, tools: StepTools, step: int) -> int:
 
 
 def _on_device(group: Batches, tools: StepTools) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """The group's batches on the device, mixed (mixup / cutmix) outside autocast."""
+    """The group's batches on the device, normalised, erased (fine-tuning's uint8 crops) and
+    mixed (mixup / cutmix), outside autocast."""
     device = tools.stepper.device
     for imgs, targets in group:
         imgs = model_input(imgs, device)
+        if tools.erase is not None:
+            imgs = tools.erase(imgs)
         targets = targets.to(device, non_blocking=True)
         yield tools.mixup(imgs, targets) if tools.mixup is not None else (imgs, targets)
 
