@@ -60,6 +60,21 @@ def test_host_copy_keeps_dtype_and_leaves_autograd_behind():
     assert copy.device.type == "cpu" and copy.untyped_storage().data_ptr() != weight.data_ptr()
 
 
+def test_host_copy_of_everything_copies_every_tensor_and_the_same_data_once():
+    """None: a caller that cannot tell which tensors training changes (fine-tuning's two
+    files, each with its own state dict of the same model)."""
+    model = torch.nn.Linear(3, 2)
+    rng = torch.get_rng_state()
+    copy = host_copy({"best": model.state_dict(), "last": model.state_dict(), "rng": rng}, None)
+    before = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    assert torch.equal(copy["best"]["weight"], before) and copy["rng"] is not rng
+    best, last = copy["best"]["weight"], copy["last"]["weight"]
+    assert best.untyped_storage().data_ptr() == last.untyped_storage().data_ptr()
+    assert copy["best"]["bias"].untyped_storage().data_ptr() != best.untyped_storage().data_ptr()
+
+
 def test_live_storages_are_the_weights_buffers_and_optimizer_state():
     model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
     optimizer = torch.optim.AdamW(model.parameters())

@@ -116,10 +116,12 @@ def _finetune(s: FinetuneSettings, ctx: RunContext, found: Path | None) -> dict[
         record = {"epoch": epoch + 1, **metrics, "seconds": round(time.time() - began, 1)}
         progress.epoch = epoch + 1
         progress.history.append(record)
+        files = {}  # the best first: the last one's `best` is that file's epoch
         if record["top1"] > progress.best["top1"]:
             progress.best = {"top1": record["top1"], "top5": record["top5"], "epoch": epoch + 1}
-            ctx.save(_checkpoint(vit, splits, ema, s, progress), BEST)
-        ctx.save(_checkpoint(vit, splits, ema, s, progress, stepper), LAST)
+            files[BEST] = _checkpoint(vit, splits, ema, s, progress)
+        files[LAST] = _checkpoint(vit, splits, ema, s, progress, stepper)
+        ctx.save(files)
         line = f"epoch {epoch + 1}/{s.epochs}: {_accuracy(metrics)}"
         ctx.log_epoch({"epoch": epoch + 1, **{f"test_{k}": v for k, v in metrics.items()}},
                       step, line)  # fmt: skip

@@ -158,7 +158,7 @@ def _linprobe(s: LinprobeSettings, ctx: RunContext, found: Path | None) -> dict[
         metrics = evaluate(probe.model, probe.test, ctx.device, autocast, over_ranks=not s.cached)
         best = max(best, metrics["top1"])
         history.append({"epoch": epoch + 1, **metrics, "seconds": round(time.time() - began, 1)})
-        ctx.save(_checkpoint(probe, s, stepper, epoch + 1, best, history), LAST)
+        ctx.save({LAST: _checkpoint(probe, s, stepper, epoch + 1, best, history)})
         line = f"epoch {epoch + 1}/{s.epochs}: top-1 {metrics['top1']:.2f} (best {best:.2f})"
         ctx.log_epoch({"epoch": epoch + 1, **{f"test_{k}": v for k, v in metrics.items()}},
                       step, line)  # fmt: skip
@@ -233,7 +233,7 @@ def _save_classifier(probe: Probe, backbone: Backbone, s: LinprobeSettings,
     vit.reset_classifier(probe.num_classes)  # its head, then the probe's folded over it
     load_state_dict_strict(vit, fold_probe_head(vit.state_dict() | head), "the probe")
     probe_of = {"checkpoint": str(s.checkpoint), "features": s.features, "epochs": s.epochs}
-    ctx.save(classifier_checkpoint(vit, probe.classes, linear_probe=probe_of), CLASSIFIER)
+    ctx.save({CLASSIFIER: classifier_checkpoint(vit, probe.classes, linear_probe=probe_of)})
     path = ctx.output_dir / CLASSIFIER
     ctx.say(f"classifier: {path} (crossmae evaluate, crossmae export, load_model)")
     return str(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from crossmae.eval.results import write_results
 from crossmae.eval.settings import EvalSettings, TrainedSettings
 from crossmae.serialization import atomic_torch_save, unwritten
 from crossmae.train.batches import derive_seed
+from crossmae.train.checkpoint_writer import CheckpointWriter, host_copy
 from crossmae.train.checkpointing import restore_rng, seed_everything
 from crossmae.train.distributed import DistInfo, cleanup_distributed, init_distributed
 from crossmae.train.logging import RunLogger
@@ -32,6 +34,7 @@ class RunContext:
     seed: int = 0
     tensorboard: bool = False
     _logger: RunLogger | None = field(default=None, repr=False)
+    _writes: CheckpointWriter = field(default_factory=CheckpointWriter, repr=False)
 
     @classmethod
     def start(cls, settings: EvalSettings, output_dir: Path) -> RunContext:
@@ -82,8 +85,16 @@ class RunContext:
             self._logger.log(record, step)
         self.say(line)
 
-    def save(self, obj: Any, name: str) -> None:
+    def save(self, files: dict[str, Any]) -> None:
+        """Write each object to its file name in the output folder, in this order, behind
+        the run: this waits for the write before it and for a host copy of `files`, not for
+        the disk (`train.checkpoint_writer`). A failed write raises at the next save or at
+        `finish`. Rank 0 alone writes."""
         if self.dist.is_main:
+            self._writes.submit(partial(self._write, host_copy(files, None)))
+
+    def _write(self, files: dict[str, Any]) -> None:
+        for name, obj in files.items():
             try:
                 atomic_torch_save(obj, self.output_dir / name)
             except OSError as err:
@@ -97,6 +108,7 @@ class RunContext:
             try:
                 yield
             except KeyboardInterrupt:
+                self._writes.wait()  # a write that failed is what to report, not the stop
                 if (self.output_dir / last).is_file():
                     self.say(
                         f"stopped; {self.output_dir / last} holds the last finished epoch: "
@@ -107,10 +119,12 @@ class RunContext:
     def finish(self, table: str, results: dict[str, Any], name: str) -> None:
         """Print the result table and write it as JSON into the output folder."""
         if self.dist.is_main:
+            self._writes.wait()  # the checkpoints first: results name them
             path = write_results(self.output_dir / name, results)
             self.say(f"{table}\nwrote {path}")
 
     def close(self) -> None:
+        self._writes.close()  # on the way out with an error: the write under way finishes
         if self._logger is not None:
             self._logger.close()
         cleanup_distributed()

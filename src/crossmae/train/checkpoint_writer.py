@@ -1,8 +1,9 @@
 """Checkpoints written behind training: a save waits for a copy of the state, not the disk.
 
-Pretraining writes its latest checkpoint after every epoch. For a ViT-Tiny (96 MB of
-weights, AdamW moments and RNG states) serializing, fsyncing and renaming takes 0.16 s on a
-2-core CPU, against epochs of a few seconds on a GPU. So a save copies what training would
+Pretraining writes its latest checkpoint after every epoch, and so do fine-tuning and the
+linear probe (`eval.run.RunContext.save`). For a ViT-Tiny (96 MB of weights, AdamW moments
+and RNG states) serializing, fsyncing and renaming takes 0.16 s on a 2-core CPU, against
+epochs of a few seconds on a GPU, or less on a small data set. So a save copies what training would
 change to host memory on the calling thread (a consistent snapshot: the next step changes
 those tensors in place), and a thread of its own writes it. A save first waits for the
 write before it, so host memory holds at most one copy of the state, and a write that
@@ -33,26 +34,36 @@ def live_storages(module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> 
     return storages([*module.parameters(), *module.buffers(), *state])
 
 
-def host_copy(obj: T, live: Collection[int]) -> T:
+def host_copy(obj: T, live: Collection[int] | None) -> T:
     """`obj` with every tensor that training could still change copied to host memory: those
-    on a device, and host tensors on one of the `live` storages. Fresh host tensors (RNG
-    states, a state gathered from shards) are kept as they are; dicts, lists and tuples are
-    rebuilt, other values shared."""
+    on a device, and host tensors on one of the `live` storages (None: every tensor, for a
+    caller that cannot tell). Fresh host tensors (RNG states, a state gathered from shards)
+    are kept as they are; the same data met twice (two state dicts of one module) is copied
+    once; dicts, lists and tuples are rebuilt, other values shared."""
+    return _host_copy(obj, live, {})
+
+
+def _host_copy(obj: Any, live: Collection[int] | None, copies: dict[tuple, torch.Tensor]) -> Any:
     if isinstance(obj, torch.Tensor):
-        if obj.device.type == "cpu" and obj.untyped_storage().data_ptr() not in live:
+        on_host = obj.device.type == "cpu"
+        if on_host and live is not None and obj.untyped_storage().data_ptr() not in live:
             return obj
-        return obj.detach().to("cpu", copy=True)  # type: ignore[return-value]
+        key = (obj.device, obj.untyped_storage().data_ptr(), obj.storage_offset(),
+               obj.shape, obj.stride(), obj.dtype)  # fmt: skip
+        if key not in copies:
+            copies[key] = obj.detach().to("cpu", copy=True)
+        return copies[key]
     if isinstance(obj, dict):
         copy = obj.copy()  # the same kind of dict (a state dict's OrderedDict)
         for key, value in obj.items():
-            copy[key] = host_copy(value, live)
+            copy[key] = _host_copy(value, live, copies)
         if hasattr(obj, "_metadata"):  # a state dict's module versions
             copy._metadata = obj._metadata  # type: ignore[attr-defined]
-        return copy  # type: ignore[return-value]
+        return copy
     if isinstance(obj, list):
-        return [host_copy(value, live) for value in obj]  # type: ignore[return-value]
+        return [_host_copy(value, live, copies) for value in obj]
     if type(obj) is tuple:
-        return tuple(host_copy(value, live) for value in obj)  # type: ignore[return-value]
+        return tuple(_host_copy(value, live, copies) for value in obj)
     return obj
 
 
