@@ -1,6 +1,7 @@
 """RunContext: a resumed run's random streams, per rank; checkpoints written behind the run."""
 
 import errno
+import threading
 import time
 
 import numpy as np
@@ -102,3 +103,42 @@ def test_a_stop_waits_for_the_write_under_way_before_saying_where_the_epoch_is(
     assert (
         f"stopped; {tmp_path / 'last.pth'} holds the last finished epoch" in capsys.readouterr().out
     )
+
+
+def test_a_save_copies_only_once_the_write_before_it_is_done(tmp_path, monkeypatch):
+    """So host memory holds one copy at a time, not one per write in the queue."""
+    _slow_writes(monkeypatch)
+    ctx, writing = _context(0, tmp_path), []
+    copy = run_module.host_copy
+
+    def look_then_copy(*args):
+        writing.append(any(t.name == "checkpoint-writer" for t in threading.enumerate()))
+        return copy(*args)
+
+    monkeypatch.setattr(run_module, "host_copy", look_then_copy)
+    for _ in range(3):
+        ctx.save({"last.pth": {"w": torch.randn(2)}})
+    ctx.close()
+    assert writing == [False, False, False]
+
+
+def test_a_save_not_behind_the_run_is_on_disk_when_it_returns(tmp_path, monkeypatch):
+    _slow_writes(monkeypatch)
+    ctx = _context(0, tmp_path)
+    ctx.save({"last.pth": {"w": torch.randn(2)}})
+    ctx.save({"classifier.pth": {"w": torch.randn(2)}}, behind=False)
+    assert (tmp_path / "last.pth").is_file() and (tmp_path / "classifier.pth").is_file()
+
+
+def test_a_second_ctrl_c_during_the_stop_s_wait_stops_at_once(tmp_path, monkeypatch, ctrl_c_after):
+    _slow_writes(monkeypatch, seconds=2.0)
+    ctx = _context(0, tmp_path)
+    began = time.monotonic()
+    with ctrl_c_after(0.3), pytest.raises(KeyboardInterrupt), ctx.resumable("last.pth"):
+        ctx.save({"last.pth": {"w": torch.randn(2)}})
+        raise KeyboardInterrupt  # the first; the second comes during the wait for the write
+    ctx.close()  # abandoned: nothing left to wait for
+    assert time.monotonic() - began < 1.5
+    for thread in threading.enumerate():  # the abandoned write, before the next test
+        if thread.name == "checkpoint-writer":
+            thread.join()

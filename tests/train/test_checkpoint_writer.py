@@ -157,6 +157,23 @@ def test_an_abandoned_write_does_not_hold_up_the_caller():
     release.set()
 
 
+def test_a_wait_cut_short_by_ctrl_c_still_waits_when_asked_again(ctrl_c_after):
+    """Python 3.11 counts a thread whose join was interrupted as ended: a second join
+    returned at once while the write went on, and the process could exit mid-write."""
+    writer, release, done = CheckpointWriter(), threading.Event(), threading.Event()
+
+    def write() -> None:
+        assert release.wait(10)
+        done.set()
+
+    writer.submit(write)
+    with pytest.raises(KeyboardInterrupt), ctrl_c_after(0.1):
+        writer.wait()
+    threading.Timer(0.3, release.set).start()
+    writer.wait()
+    assert done.is_set()
+
+
 class LatestPossibleWriter(CheckpointWriter):
     """Runs each write as late as the real writer may: at the next save or at the end, so
     training has gone on with the live tensors before the state is serialized."""

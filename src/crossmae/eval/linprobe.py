@@ -233,7 +233,8 @@ def _save_classifier(probe: Probe, backbone: Backbone, s: LinprobeSettings,
     vit.reset_classifier(probe.num_classes)  # its head, then the probe's folded over it
     load_state_dict_strict(vit, fold_probe_head(vit.state_dict() | head), "the probe")
     probe_of = {"checkpoint": str(s.checkpoint), "features": s.features, "epochs": s.epochs}
-    ctx.save({CLASSIFIER: classifier_checkpoint(vit, probe.classes, linear_probe=probe_of)})
+    classifier = classifier_checkpoint(vit, probe.classes, linear_probe=probe_of)
+    ctx.save({CLASSIFIER: classifier}, behind=False)  # said next; nothing left to overlap
     path = ctx.output_dir / CLASSIFIER
     ctx.say(f"classifier: {path} (crossmae evaluate, crossmae export, load_model)")
     return str(path)

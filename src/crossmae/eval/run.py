@@ -85,13 +85,19 @@ class RunContext:
             self._logger.log(record, step)
         self.say(line)
 
-    def save(self, files: dict[str, Any]) -> None:
-        """Write each object to its file name in the output folder, in this order, behind
-        the run: this waits for the write before it and for a host copy of `files`, not for
-        the disk (`train.checkpoint_writer`). A failed write raises at the next save or at
-        `finish`. Rank 0 alone writes."""
-        if self.dist.is_main:
+    def save(self, files: dict[str, Any], *, behind: bool = True) -> None:
+        """Write each object to its file name in the output folder, in this order, rank 0
+        alone. Behind the run: this waits for the write before it (a failed one raises
+        here; the last is waited for by `finish`) and for a host copy of `files`, not for
+        the disk (`train.checkpoint_writer`). `behind=False`: written before returning (a
+        file named right after, with nothing to overlap)."""
+        if not self.dist.is_main:
+            return
+        self._writes.wait()  # first: host memory holds one copy at a time
+        if behind:
             self._writes.submit(partial(self._write, host_copy(files, None)))
+        else:
+            self._write(files)
 
     def _write(self, files: dict[str, Any]) -> None:
         for name, obj in files.items():
@@ -108,13 +114,22 @@ class RunContext:
             try:
                 yield
             except KeyboardInterrupt:
-                self._writes.wait()  # a write that failed is what to report, not the stop
+                self._wait_for_the_last_epoch()
                 if (self.output_dir / last).is_file():
                     self.say(
                         f"stopped; {self.output_dir / last} holds the last finished epoch: "
                         "run the same command with --resume auto to go on from it"
                     )
                 raise
+
+    def _wait_for_the_last_epoch(self) -> None:
+        """The write under way finishes before a stop says where the last epoch is (one that
+        failed is what to report, not the stop); a second Ctrl-C stops at once."""
+        try:
+            self._writes.wait()
+        except KeyboardInterrupt:
+            self._writes.abandon()  # atomic writes: the file before it stays whole
+            raise
 
     def finish(self, table: str, results: dict[str, Any], name: str) -> None:
         """Print the result table and write it as JSON into the output folder."""

@@ -48,8 +48,10 @@ def _host_copy(obj: Any, live: Collection[int] | None, copies: dict[tuple, torch
         on_host = obj.device.type == "cpu"
         if on_host and live is not None and obj.untyped_storage().data_ptr() not in live:
             return obj
-        key = (obj.device, obj.untyped_storage().data_ptr(), obj.storage_offset(),
-               obj.shape, obj.stride(), obj.dtype)  # fmt: skip
+        if obj.layout != torch.strided:
+            return obj.detach().to("cpu", copy=True)
+        key = (obj.device, obj.untyped_storage().data_ptr(), obj.storage_offset(), obj.shape,
+               obj.stride(), obj.dtype, obj.is_conj(), obj.is_neg())  # fmt: skip
         if key not in copies:
             copies[key] = obj.detach().to("cpu", copy=True)
         return copies[key]
@@ -75,21 +77,26 @@ class CheckpointWriter:
     """
 
     def __init__(self) -> None:
+        self._done: threading.Event | None = None  # set when the write in flight has ended
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
     def submit(self, write: Callable[[], Any]) -> None:
         """Start `write` once the previous write is done (whose error raises here)."""
         self.wait()
+        done = threading.Event()
 
         def run() -> None:
             try:
                 write()
             except BaseException as err:  # handed to the training thread by wait()
                 self._error = err
+            finally:
+                done.set()
 
-        self._thread = threading.Thread(target=run, name="checkpoint-writer", daemon=True)
-        self._thread.start()
+        thread = threading.Thread(target=run, name="checkpoint-writer", daemon=True)
+        thread.start()
+        self._thread, self._done = thread, done  # once started: never waited for otherwise
 
     def wait(self) -> None:
         """Return once the write in flight is done; its error raises here, once."""
@@ -100,12 +107,16 @@ class CheckpointWriter:
 
     def close(self) -> None:
         """Let the write in flight finish, keeping its error to itself (for `finally`,
-        where the error already on its way is the one to report)."""
-        if self._thread is not None:
+        where the error already on its way is the one to report). Waits on an event, not
+        `Thread.join` alone: a join cut short by Ctrl-C leaves the thread counted as ended
+        (Python 3.11), and the next join would return while the write goes on. The join
+        after it, with the write done, leaves no thread behind for a fork."""
+        if self._done is not None and self._thread is not None:
+            self._done.wait()
             self._thread.join()
-            self._thread = None
+        self._done = self._thread = None
 
     def abandon(self) -> None:
         """Leave the write in flight to itself (the process is stopping at once)."""
-        self._thread = None
+        self._done = self._thread = None
         self._error = None
