@@ -228,7 +228,8 @@ def test_representation_smoke_mode_then_rerun_keeps_results(tmp_path):
                  "linprobe_top1": probe["top1"]}  # fmt: skip
         assert r["curve"] == [point]
         assert 0 < r["curve"][0]["seconds"] <= r["pretrain_seconds"]
-        assert 0 < r["after_first_step_seconds"] < r["pretrain_seconds"]
+        # both rounded to 0.1 s: a first step under 0.05 s makes them equal
+        assert 0 < r["after_first_step_seconds"] <= r["pretrain_seconds"]
         assert r["images_per_s"] > 0 and r["peak_memory_gib"] > 0
         assert (run_dir / "pretrain" / "checkpoint.pth").is_file()
     decoder = [r["decoder_gflops_per_image"] for r in results]
