@@ -47,17 +47,15 @@ def pretrain_transform(
     uint8: bool = False,
 ) -> T.Compose:
     """RandomResizedCrop(scale 0.2-1, bicubic) + horizontal flip, as in MAE pretraining
-    (`uint8`: see `ending_in_tensor`)."""
-    grey = [T.Grayscale(1)] if in_chans == 1 else []
+    (`uint8`: see `recipe_transform`)."""
     bicubic = InterpolationMode.BICUBIC
-    return ending_in_tensor([
-        *grey,
+    return recipe_transform([
         T.RandomResizedCrop(size_pair(img_size), scale=(0.2, 1.0), interpolation=bicubic),
         T.RandomHorizontalFlip(),
     ], in_chans, mean, std, uint8=uint8)  # fmt: skip
 
 
-def ending_in_tensor(
+def recipe_transform(
     steps: list[Callable],
     in_chans: int,
     mean: Sequence[float],
@@ -65,15 +63,17 @@ def ending_in_tensor(
     *,
     uint8: bool,
 ) -> T.Compose:
-    """`steps` on the PIL image, then a float tensor normalised by `mean` and `std`, or with
-    `uint8` the uint8 tensor: loaders then collate, pin and copy a quarter of the bytes, and
+    """A recipe's PIL `steps` as one transform for `in_chans` channels: the image made grey
+    first for one, then a float tensor normalised by `mean` and `std`, or with `uint8` the
+    uint8 tensor: loaders then collate, pin and copy a quarter of the bytes, and
     `model_input` normalises the batch on the device to the same values."""
     mean, std = channel_stats(mean, std, in_chans)
+    grey = [T.Grayscale(1)] if in_chans == 1 else []
     if not uint8:
-        return T.Compose([*steps, T.ToTensor(), T.Normalize(mean, std)])
+        return T.Compose([*grey, *steps, T.ToTensor(), T.Normalize(mean, std)])
     if (mean, std) != channel_stats(IMAGENET_MEAN, IMAGENET_STD, in_chans):
         raise CrossMAEError("uint8 images are normalised on the device by ImageNet's mean and std")
-    return T.Compose([*steps, T.PILToTensor()])
+    return T.Compose([*grey, *steps, T.PILToTensor()])
 
 
 def model_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -108,16 +108,14 @@ def eval_transform(
     """Resize the short side (bicubic) and center-crop: to 224 / 0.875 = 256 then 224 at
     224 px, with no margin above it, as MAE evaluates (its `crop_pct` is 1 above 224 px),
     and none below it either (small images such as CIFAR's would lose an eighth).
-    `uint8`: see `ending_in_tensor`.
+    `uint8`: see `recipe_transform`.
 
     Resizing the short side to the longer target side means the crop always fits,
     whatever the image's and the target's aspect ratios.
     """
     height, width = size_pair(img_size)
     fraction = EVAL_CROP_FRACTION if min(height, width) >= 224 >= max(height, width) else 1.0
-    grey = [T.Grayscale(1)] if in_chans == 1 else []
-    return ending_in_tensor([
-        *grey,
+    return recipe_transform([
         T.Resize(int(max(height, width) / fraction), interpolation=InterpolationMode.BICUBIC),
         T.CenterCrop((height, width)),
     ], in_chans, mean, std, uint8=uint8)  # fmt: skip

@@ -24,7 +24,7 @@ from crossmae.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     channel_stats,
-    ending_in_tensor,
+    recipe_transform,
     size_pair,
 )
 from crossmae.errors import CrossMAEError
@@ -71,28 +71,27 @@ def finetune_transform(
 ) -> T.Compose:
     """MAE fine-tuning: RandAugment `auto_augment` (None: off) and per-pixel random erasing.
 
-    `uint8`: the augmented crops as uint8 (see `crossmae.data.transforms.ending_in_tensor`),
+    `uint8`: the augmented crops as uint8 (see `crossmae.data.transforms.recipe_transform`),
     to be erased once normalised on the device: `device_erasing`, as timm's train.py erases
     on the GPU.
     """
     mean, std = channel_stats(mean, std, in_chans)
     size = size_pair(img_size)
-    grey = [T.Grayscale(1)] if in_chans == 1 else []
     if min(size) >= RECIPE_MIN_SIZE:
         crop, augment, _ = create_transform(
             size, is_training=True, color_jitter=None, auto_augment=auto_augment or None,
             interpolation="bicubic", mean=mean, std=std, separate=True,
         )  # fmt: skip
-        steps = [*grey, *crop.transforms, *augment.transforms]
+        steps = [*crop.transforms, *augment.transforms]
     else:
-        steps = [*grey, *_small_crop(size)]
+        steps = _small_crop(size)
         if auto_augment:
             hparams = {
                 "translate_const": int(min(size) * 0.45),
                 "img_mean": tuple(round(255 * m) for m in mean),
             }
             steps.append(rand_augment_transform(auto_augment, hparams))
-    transform = ending_in_tensor(steps, in_chans, mean, std, uint8=uint8)
+    transform = recipe_transform(steps, in_chans, mean, std, uint8=uint8)
     if re_prob > 0 and not uint8:
         transform.transforms.append(_erasing(re_prob, torch.device("cpu")))
     return _pillow_safe(transform)
@@ -130,9 +129,8 @@ def probe_transform(
     uint8: bool = False,
 ) -> T.Compose:
     """MAE linear probing: RandomResizedCrop (bicubic) + flip; small images: padded crop
-    (`uint8`: see `crossmae.data.transforms.ending_in_tensor`)."""
+    (`uint8`: see `crossmae.data.transforms.recipe_transform`)."""
     size = size_pair(img_size)
-    grey = [T.Grayscale(1)] if in_chans == 1 else []
     if min(size) >= RECIPE_MIN_SIZE:
         crop = [
             OneDrawResizedCrop(size, interpolation=InterpolationMode.BICUBIC),
@@ -140,7 +138,7 @@ def probe_transform(
         ]
     else:
         crop = _small_crop(size)
-    return ending_in_tensor([*grey, *crop], in_chans, mean, std, uint8=uint8)
+    return recipe_transform(crop, in_chans, mean, std, uint8=uint8)
 
 
 class OneDrawResizedCrop(T.RandomResizedCrop):
