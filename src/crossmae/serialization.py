@@ -51,18 +51,6 @@ def safe_torch_load(path: str | Path, mmap: bool = False) -> Any:
         ) from None
 
 
-def check_output_folder(folder: str | Path, flag: str = "--output-dir") -> None:
-    """A folder to write into: neither it nor a folder above it may be a file (found now,
-    not as a traceback after the work is done)."""
-    target = Path(folder).expanduser()
-    for path in (target, *target.parents):
-        if path.exists():
-            if not path.is_dir():
-                where = "is a file" if path == target else f"is under the file {path}"
-                raise CrossMAEError(f"{flag} {folder} {where}, not a folder")
-            return
-
-
 def check_tensor_dict(state_dict: Any, what: str) -> None:
     """A state dict read from a file maps names to tensors; anything else is one sentence."""
     if not isinstance(state_dict, dict):

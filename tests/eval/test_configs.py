@@ -11,14 +11,15 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 RECIPES = sorted(CONFIGS.glob("finetune_*.yaml")) + sorted(CONFIGS.glob("linprobe_*.yaml"))
 
 
-def _load(path: Path):
+def _load(path: Path, checkpoint: str = "x.pth"):
     cls = FinetuneSettings if path.name.startswith("finetune") else LinprobeSettings
-    return build_dataclass(cls, read_yaml(path), {"checkpoint": "x.pth"}, source=str(path))
+    return build_dataclass(cls, read_yaml(path), {"checkpoint": checkpoint}, source=str(path))
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
-def test_recipe_is_valid(path):
-    settings = _load(path).validate()
+def test_recipe_is_valid(path, tmp_path):
+    (checkpoint := tmp_path / "x.pth").touch()  # validation checks only that it exists
+    settings = _load(path, str(checkpoint)).validate()
     assert settings.data is not None
 
 

@@ -5,7 +5,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crossmae.models.masking import mask_counts, random_masking
+from crossmae.models.mask_counts import mask_counts
+from crossmae.models.masking import random_masking
 
 
 @settings(max_examples=60, deadline=None)

@@ -20,8 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from crossmae.eval.classifier_eval import evaluate_classifier
     from crossmae.eval.settings import ClassifierEvalSettings, settings_from_args
 
-    evaluate_classifier(settings_from_args(ClassifierEvalSettings, args))
+    settings = settings_from_args(ClassifierEvalSettings, args)  # said before torch loads
+    from crossmae.eval.classifier_eval import evaluate_classifier
+
+    evaluate_classifier(settings)
     return 0

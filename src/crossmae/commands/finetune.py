@@ -19,8 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from crossmae.eval.finetune import finetune
     from crossmae.eval.settings import FinetuneSettings, settings_from_args
 
-    finetune(settings_from_args(FinetuneSettings, args))
+    settings = settings_from_args(FinetuneSettings, args)  # bad settings: said before torch loads
+    from crossmae.eval.finetune import finetune
+
+    finetune(settings)
     return 0

@@ -17,8 +17,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from crossmae.eval.knn_eval import knn_eval
     from crossmae.eval.settings import KnnSettings, settings_from_args
 
-    knn_eval(settings_from_args(KnnSettings, args))
+    settings = settings_from_args(KnnSettings, args)  # bad settings: said before torch loads
+    from crossmae.eval.knn_eval import knn_eval
+
+    knn_eval(settings)
     return 0

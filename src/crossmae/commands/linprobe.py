@@ -18,8 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from crossmae.eval.linprobe import linprobe
     from crossmae.eval.settings import LinprobeSettings, settings_from_args
 
-    linprobe(settings_from_args(LinprobeSettings, args))
+    settings = settings_from_args(LinprobeSettings, args)  # bad settings: said before torch loads
+    from crossmae.eval.linprobe import linprobe
+
+    linprobe(settings)
     return 0

@@ -24,11 +24,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from crossmae.train.config import PretrainConfig
-    from crossmae.train.options import read_yaml
-    from crossmae.train.pretrain import pretrain
+    from crossmae.train.config import PretrainConfig, with_demo
+    from crossmae.train.options import build_dataclass, read_yaml
 
     names = PretrainConfig.__dataclass_fields__
     flags = {k: v for k, v in vars(args).items() if k in names}
     recipe = read_yaml(args.config) if args.config else {}
-    return pretrain(recipe, flags, source=args.config or "")
+    source = args.config or ""
+    fresh = build_dataclass(PretrainConfig, *with_demo(recipe, flags), source=source)
+    if fresh.resume is None:  # a new run's bad settings, said before torch loads (a resumed
+        fresh.validate()  # run's are checked over its checkpoint's own)
+    from crossmae.train.pretrain import pretrain
+
+    return pretrain(recipe, flags, source=source)

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from crossmae.errors import CrossMAEError
-from crossmae.serialization import check_output_folder
 from crossmae.train.options import (
     DashesFormatter,
     add_dataclass_arguments,
     build_dataclass,
+    check_output_folder,
     read_yaml,
     setting,
 )
@@ -85,6 +85,8 @@ class EvalSettings:
         """Raise CrossMAEError naming the first impossible setting."""
         if not self.checkpoint:
             raise CrossMAEError("--checkpoint is required")
+        if not Path(self.checkpoint).is_file():  # said before torch is even imported
+            raise CrossMAEError(f"checkpoint {self.checkpoint} does not exist")
         _at_least(self, 1, "batch_size", "img_size", "img_width", "num_classes", "eval_images")
         _at_least(self, 0, "num_workers")
         self.image_size()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from crossmae.errors import CrossMAEError
-from crossmae.models.masking import mask_counts
+from crossmae.models.mask_counts import mask_counts
 
 
 def _pair(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:

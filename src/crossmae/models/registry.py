@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crossmae.errors import CrossMAEError
-from crossmae.models.autoencoder import MaskedAutoencoder
 from crossmae.models.config import AutoencoderConfig
+
+if TYPE_CHECKING:
+    from crossmae.models.autoencoder import MaskedAutoencoder
 
 _REGISTRY: dict[str, Callable[[], AutoencoderConfig]] = {}
 
@@ -43,6 +45,8 @@ def get_config(name: str, **overrides: Any) -> AutoencoderConfig:
 
 def create_model(name: str, **overrides: Any) -> MaskedAutoencoder:
     """Build a named model; keyword overrides change any `AutoencoderConfig` field."""
+    from crossmae.models.autoencoder import MaskedAutoencoder  # torch: not for listing names
+
     return MaskedAutoencoder(get_config(name, **overrides))
 
 

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from crossmae.errors import CrossMAEError
-from crossmae.serialization import check_output_folder
-from crossmae.train.options import coerce, setting
+from crossmae.train.options import check_output_folder, coerce, setting
 from crossmae.train.schedule import check_schedule
 
 if TYPE_CHECKING:

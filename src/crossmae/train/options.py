@@ -251,6 +251,18 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def check_output_folder(folder: str | Path, flag: str = "--output-dir") -> None:
+    """A folder to write into: neither it nor a folder above it may be a file (found now,
+    not as a traceback after the work is done)."""
+    target = Path(folder).expanduser()
+    for path in (target, *target.parents):
+        if path.exists():
+            if not path.is_dir():
+                where = "is a file" if path == target else f"is under the file {path}"
+                raise CrossMAEError(f"{flag} {folder} {where}, not a folder")
+            return
+
+
 def build_dataclass(cls: type[T], *layers: dict[str, Any], source: str = "") -> T:
     """`cls()` updated by each mapping in turn (YAML, then flags), with types checked.
 
