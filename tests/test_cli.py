@@ -49,6 +49,8 @@ calls = [
     ["finetune", "--checkpoint", "/nope/a.pth"],
     ["evaluate", "--checkpoint", "/nope/a.pth"],
     ["pretrain", "--output-dir", sys.executable],
+    ["pretrain", "--data", "/nope/images"],
+    ["knn", "--checkpoint", sys.executable, "--eval-data", "/nope/images"],
 ]
 for argv in calls:
     err = io.StringIO()
@@ -73,7 +75,9 @@ def test_help_listing_and_bad_settings_are_answered_without_torch():
         out[7]
         == f"2 crossmae pretrain: error: --output-dir {sys.executable} is a file, not a folder"
     )
-    assert out[8] == "torch imported: False"
+    assert out[8] == "2 crossmae pretrain: error: data path /nope/images does not exist"
+    assert out[9] == "2 crossmae knn: error: --eval-data /nope/images does not exist"
+    assert out[10] == "torch imported: False"
 
 
 SUBMODULE_AS_ATTRIBUTE = """

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -12,12 +11,12 @@ from torch.utils.data import Dataset
 from crossmae.data.builtin import DemoImages
 from crossmae.data.decode import DEFAULT_MAX_PIXELS
 from crossmae.data.folder import FolderImages
+from crossmae.data.paths import check_data_path, is_builtin, is_shard_pattern
 from crossmae.data.shards import ShardImages, expand_shards
 from crossmae.errors import CrossMAEError
 
 log = logging.getLogger("crossmae.data")
 
-BUILTIN = "builtin"  # `--data builtin`, as no --data: the demo set shipped with the package
 # Folder names tried for each split, in order; "val" and "test" stand in for each other.
 SPLIT_FOLDERS = {
     "train": ("train",),
@@ -46,17 +45,13 @@ def open_image_dataset(
     """
     options = {"transform": transform, "in_chans": in_chans, "max_pixels": max_pixels}
     shard_options = {**options, "shuffle": shuffle, "seed": seed}
-    if path is None or (str(path) == BUILTIN and not Path(BUILTIN).exists()):
+    if is_builtin(path):
         return DemoImages(split, **options)
-    text = str(path)
-    root = Path(text).expanduser()
-    if not root.exists() and ("{" in text or glob.has_magic(text)):
-        return ShardImages(expand_shards(text), description=text, **shard_options)
-    if not root.exists():
-        raise CrossMAEError(f"data path {root} does not exist")
+    if is_shard_pattern(path):
+        return ShardImages(expand_shards(str(path)), description=str(path), **shard_options)
+    check_data_path(path)
+    root = Path(str(path)).expanduser()
     if root.is_file():
-        if root.suffix.lower() != ".tar":
-            raise CrossMAEError(f"{root} is a file; give an image folder or .tar shards")
         return ShardImages([root], **shard_options)
     folder = _split_folder(root, split)
     shards = sorted(p for p in folder.glob("*.tar") if p.is_file())

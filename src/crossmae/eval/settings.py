@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from crossmae.data.paths import check_data_path
 from crossmae.errors import CrossMAEError
 from crossmae.train.options import (
     DashesFormatter,
@@ -90,6 +91,9 @@ class EvalSettings:
         _at_least(self, 1, "batch_size", "img_size", "img_width", "num_classes", "eval_images")
         _at_least(self, 0, "num_workers")
         self.image_size()
+        check_data_path(self.data)
+        if self.eval_data is not None:
+            check_data_path(self.eval_data, "--eval-data")
         if self.output_dir is not None:
             check_output_folder(self.output_dir)
         return self

@@ -14,6 +14,7 @@ import typing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from crossmae.data.paths import check_data_path
 from crossmae.errors import CrossMAEError
 from crossmae.train.options import check_output_folder, coerce, setting
 from crossmae.train.schedule import check_schedule
@@ -212,6 +213,9 @@ class PretrainConfig:
             raise CrossMAEError(f"--clip-grad must be positive, got {self.clip_grad}")
         if self.weight_decay < 0:
             raise CrossMAEError(f"--weight-decay must not be negative, got {self.weight_decay}")
+        check_data_path(self.data)
+        if self.knn_data is not None:
+            check_data_path(self.knn_data, "--knn-data")
         if self.output_dir is not None:
             check_output_folder(self.output_dir)
         return self
